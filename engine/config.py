@@ -1,11 +1,17 @@
 """Configuration from environment variables, with documented defaults.
 
-| variable                | default                                  | meaning                         |
-|-------------------------|------------------------------------------|---------------------------------|
-| DATABASE_URL            | (unset: embedded PostgreSQL)             | any PostgreSQL >= 14 + pgvector |
-| IMGSEARCH_HOME          | $XDG_DATA_HOME/imgsearch or ~/.local/share/imgsearch | embedded server data, logs |
-| IMGSEARCH_MAX_PIXELS    | 90000000                                 | decompression-bomb limit        |
-| IMGSEARCH_MAX_BYTES     | 52428800 (50 MiB)                        | largest image file accepted     |
+| variable                     | default                                              | meaning                        |
+|------------------------------|------------------------------------------------------|--------------------------------|
+| DATABASE_URL                 | (unset: embedded PostgreSQL)                         | PostgreSQL >= 14 with pgvector |
+| IMGSEARCH_HOME               | $XDG_DATA_HOME/imgsearch or ~/.local/share/imgsearch | embedded server data, logs     |
+| IMGSEARCH_MAX_PIXELS         | 90000000                                             | decompression-bomb limit       |
+| IMGSEARCH_MAX_BYTES          | 52428800 (50 MiB)                                    | largest image file accepted    |
+| IMGSEARCH_ALLOW_PRIVATE_URLS | 0 (off)                                              | 1: fetch private/loopback URLs |
+| IMGSEARCH_FETCH_TIMEOUT      | 10                                                   | seconds per URL fetch, in all  |
+
+URL fetches (engine.fetch) are also bounded by IMGSEARCH_MAX_BYTES, and follow at most
+``Settings.max_redirects`` (5, not configurable) redirects. IMGSEARCH_ALLOW_PRIVATE_URLS accepts
+1/0, true/false, yes/no, on/off; IMGSEARCH_FETCH_TIMEOUT may be fractional (2.5).
 """
 
 from __future__ import annotations
@@ -30,6 +36,30 @@ def _int(name: str, default: int) -> int:
     return value
 
 
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name}={raw!r} must be a positive, finite number of seconds")
+    return value
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} must be 1 or 0 (or true/false, yes/no, on/off)")
+
+
 def default_home() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "imgsearch"
@@ -41,6 +71,10 @@ class Settings:
     home: Path
     max_pixels: int
     max_bytes: int
+    # the URL fetcher (engine.fetch); defaults so code that builds Settings by hand keeps working
+    allow_private_urls: bool = False
+    fetch_timeout_s: float = 10.0
+    max_redirects: int = 5
 
     @property
     def embedded(self) -> bool:
@@ -55,4 +89,6 @@ def load_settings() -> Settings:
         home=Path(home).expanduser().resolve() if home else default_home(),
         max_pixels=_int("IMGSEARCH_MAX_PIXELS", 90_000_000),
         max_bytes=_int("IMGSEARCH_MAX_BYTES", 50 * 1024 * 1024),
+        allow_private_urls=_bool("IMGSEARCH_ALLOW_PRIVATE_URLS", False),
+        fetch_timeout_s=_float("IMGSEARCH_FETCH_TIMEOUT", 10.0),
     )

@@ -1,0 +1,704 @@
+"""The safe URL fetcher: the address/URL policy (pure, no network) and end-to-end fetches.
+
+NETWORK RULE: nothing here may send a packet anywhere but 127.0.0.1 / ::1. Policy tests only
+*check* public addresses (injected resolvers, no connection). End-to-end tests talk to HTTP
+servers started here on loopback. An autouse guard fails any test that resolves a name through
+the system resolver or connects a socket to anything but loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import http.server
+import ipaddress
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from engine import fetch as fetch_module
+from engine.config import Settings, load_settings
+from engine.errors import ConfigError, FetchError, ImageTooLargeError, URLRefusedError
+from engine.fetch import Fetched, afetch, check_address, check_url, fetch
+
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082"
+)
+LOOPBACK = {"127.0.0.1", "::1"}
+
+
+# --- the network guard ----------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def network_guard(monkeypatch):
+    """Fail on any system name lookup of a non-numeric-loopback host and any non-loopback connect."""
+    connects: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+
+    def getaddrinfo(host, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if name not in LOOPBACK:
+            raise AssertionError(f"a test tried to resolve {name!r} with the system resolver")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def guarded(real):
+        def connect(self, address):
+            host = address[0] if isinstance(address, tuple) else address
+            if self.family in (socket.AF_INET, socket.AF_INET6):
+                connects.append(host)
+                if str(host).split("%")[0] not in LOOPBACK:
+                    raise AssertionError(f"a test tried to connect to {address!r}")
+            return real(self, address)
+        return connect
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", guarded(real_connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded(real_connect_ex))
+    return connects
+
+
+def settings(**changes) -> Settings:
+    base = Settings(database_url=None, home=Path("/nonexistent"), max_pixels=90_000_000, max_bytes=100_000,
+                    allow_private_urls=True, fetch_timeout_s=3.0)
+    return dataclasses.replace(base, **changes)
+
+
+def resolver(table: dict[str, list[str]], calls: list[str] | None = None):
+    def resolve(host: str, port: int) -> list[str]:
+        if calls is not None:
+            calls.append(host)
+        return table[host]
+    return resolve
+
+
+def never_resolve(host: str, port: int):
+    raise AssertionError(f"resolver called for {host!r}")
+
+
+# --- check_address: a table, no network -------------------------------------------------------------
+REFUSED = {
+    # IPv4
+    "0.0.0.0": "unspecified", "0.1.2.3": "unspecified",
+    "10.0.0.1": "private", "172.16.5.4": "private", "172.31.255.255": "private", "192.168.1.1": "private",
+    "127.0.0.1": "loopback", "127.255.255.254": "loopback",
+    "169.254.169.254": "link-local", "169.254.0.1": "link-local",
+    "100.64.0.1": "carrier-grade NAT", "100.127.255.254": "carrier-grade NAT",
+    "224.0.0.1": "multicast", "239.255.255.250": "multicast",
+    "240.0.0.1": "reserved", "255.255.255.255": "broadcast",
+    "192.0.2.1": "documentation", "198.51.100.7": "documentation", "203.0.113.9": "documentation",
+    "198.18.0.1": "benchmarking", "192.0.0.8": "IETF",
+    # IPv6
+    "::": "unspecified", "::1": "loopback",
+    "fe80::1": "link-local", "febf:ffff::1": "link-local", "fec0::1": "site-local", "feff::1": "site-local",
+    "fc00::1": "unique-local", "fd12:3456:789a::1": "unique-local",
+    "ff02::1": "multicast", "ff0e::1": "multicast", "2001:db8::1": "documentation",
+    "100::1": "discard", "4000::1": "reserved", "::ffff:0:7f00:1": "IPv4-translated",
+    # IPv4 hidden in IPv6
+    "::ffff:127.0.0.1": "IPv4-mapped form of 127.0.0.1, a loopback",
+    "::ffff:10.0.0.1": "IPv4-mapped form of 10.0.0.1, a private",
+    "::ffff:169.254.169.254": "link-local", "::ffff:100.64.0.1": "carrier-grade NAT",
+    "::127.0.0.1": "IPv4-compatible form of 127.0.0.1, a loopback",
+    "::8.8.8.8": "IPv4-compatible form of 8.8.8.8 (deprecated)",
+    "64:ff9b::127.0.0.1": "NAT64 form of 127.0.0.1", "64:ff9b::192.168.0.1": "NAT64 form of 192.168.0.1",
+    "64:ff9b:1::1": "local-use NAT64",
+    "2002:7f00:1::1": "6to4 address embedding 127.0.0.1", "2002:a00:1::": "6to4 address embedding 10.0.0.1",
+    "2002:a9fe:a9fe::1": "embedding 169.254.169.254", "2002:808:808::1": "6to4 tunnelling",
+    # Teredo: server 65.54.227.120, client 127.0.0.1 (stored inverted: 0x80ff:0xfffe)
+    "2001:0:4136:e378:8000:63bf:80ff:fffe": "Teredo address embedding 127.0.0.1",
+    "2001:0:4136:e378:8000:63bf:f7f7:f7f7": "Teredo",  # client 8.8.8.8: still a tunnel, refused
+    "fe80::1%eth0": "zone id",
+}
+ALLOWED = [
+    "93.184.216.34", "8.8.8.8", "1.1.1.1", "100.63.255.255", "100.128.0.1", "172.32.0.1", "169.253.255.255",
+    "2606:2800:220:1:248:1893:25c8:1946", "2a00:1450:4001:80b::200e", "::ffff:93.184.216.34",
+    "64:ff9b::93.184.216.34",  # NAT64 of a public address (DNS64 networks)
+]
+
+
+@pytest.mark.parametrize("ip, reason", sorted(REFUSED.items()))
+def test_check_address_refuses(ip, reason):
+    with pytest.raises(URLRefusedError, match=re.escape(reason)) as info:
+        check_address(ip)
+    assert info.value.code == "url_refused" and info.value.http_status == 400
+
+
+@pytest.mark.parametrize("ip", ALLOWED)
+def test_check_address_allows_public(ip):
+    assert check_address(ip) is None
+    assert check_address(ipaddress.ip_address(ip)) is None
+
+
+@pytest.mark.parametrize("junk", ["", "example.com", "999.1.1.1", "1.2.3", "[::1"])
+def test_check_address_refuses_non_addresses(junk):
+    with pytest.raises(URLRefusedError):
+        check_address(junk)
+
+
+# --- check_url: schemes, userinfo, hosts, ports; injected resolvers, no network ---------------------------
+PUBLIC = resolver({"images.example": ["93.184.216.34"], "v6.example": ["2606:2800:220:1:248:1893:25c8:1946"],
+                   "xn--bcher-kva.example": ["93.184.216.34"], "dual.example": ["93.184.216.34",
+                                                                                 "2606:2800:220:1:248:1893:25c8:1946"]})
+
+
+@pytest.mark.parametrize("url", [
+    "file:///etc/passwd", "ftp://images.example/a.jpg", "data:image/png;base64,iVBORw0KGgo=", "gopher://images.example/",
+    "javascript:alert(1)", "ws://images.example/", "images.example/a.jpg", "//images.example/a.jpg", "/a.jpg",
+    "http:images.example", "http:///a.jpg", "", "   ",
+])
+def test_check_url_refuses_schemes_and_schemeless(url):
+    with pytest.raises(URLRefusedError):
+        check_url(url, never_resolve)
+
+
+@pytest.mark.parametrize("url", [
+    "http://user@images.example/", "http://user:pw@images.example/", "http://@images.example/",
+    "http://images.example@127.0.0.1/", "http://images.example:80@127.0.0.1/",
+    "http://127.0.0.1\\@images.example/", "http://127.0.0.1%5C@images.example/",
+    "https://a%40b@images.example/",
+])
+def test_check_url_refuses_userinfo_tricks(url):
+    with pytest.raises(URLRefusedError):
+        check_url(url, never_resolve, allow_private=True)
+
+
+@pytest.mark.parametrize("url, why", [
+    ("http://images.example:0/", "port 0"), ("http://images.example:65536/", "port 65536"),
+    ("http://images.example:99999999/", "out of range"), ("http://images.example:abc/", "valid URL"),
+    ("http://2130706433/", "ambiguous numeric"), ("http://0x7f000001/", "ambiguous numeric"),
+    ("http://0x7f.0.0.1/", "ambiguous numeric"), ("http://127.1/", "ambiguous numeric"),
+    ("http://017700000001/", "ambiguous numeric"), ("http://127.000.000.001/", "valid URL"),
+    ("http://[fe80::1%25eth0]/", "zone id"), ("http://%6c%6fcalhost/", "not a valid host name"),
+    ("http://images.example\t/", "control characters"), ("http://images .example/", "spaces"),
+    ("http://images.example/a\nb", "control characters"), ("http://" + "a" * 9000 + ".example/", "longer than"),
+    ("http://exa$mple.com/", "not a valid host name"),
+])
+def test_check_url_refuses_bad_hosts_and_ports(url, why):
+    with pytest.raises(URLRefusedError, match=why):
+        check_url(url, never_resolve, allow_private=True)
+
+
+def test_check_url_accepts_public_hosts_and_ports():
+    got = check_url("HTTPS://Images.Example:8443/a/b.jpg?x=1&y=%20#frag", PUBLIC)
+    assert (got.scheme, got.host, got.port, got.target) == ("https", "images.example", 8443, b"/a/b.jpg?x=1&y=%20")
+    assert got.url == "https://images.example:8443/a/b.jpg?x=1&y=%20"  # no fragment
+    assert got.addresses == (ipaddress.ip_address("93.184.216.34"),)
+    assert got.host_header == "images.example:8443"
+    assert check_url("http://images.example:80/", PUBLIC).host_header == "images.example"
+    assert check_url("http://images.example:/", PUBLIC).port == 80
+    assert check_url("http://bücher.example/x", PUBLIC).host == "xn--bcher-kva.example"  # IDNA, resolved as such
+    dotted = check_url("http://images.example./x", resolver({"images.example.": ["93.184.216.34"]}))
+    assert dotted.host == "images.example." and dotted.host_header == "images.example."
+
+
+def test_check_url_literals_do_not_resolve():
+    got = check_url("http://93.184.216.34:8080/x.png", never_resolve)
+    assert got.addresses == (ipaddress.ip_address("93.184.216.34"),) and got.host_header == "93.184.216.34:8080"
+    got = check_url("https://[2606:2800:220:1:248:1893:25c8:1946]/x.png", never_resolve)
+    assert got.host == "2606:2800:220:1:248:1893:25c8:1946"
+    assert got.host_header == "[2606:2800:220:1:248:1893:25c8:1946]"
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1/", "http://127.0.0.1:8000/x", "http://10.0.0.1/", "http://169.254.169.254/latest/meta-data/",
+    "http://[::1]/", "http://[::ffff:127.0.0.1]/", "http://[::ffff:7f00:1]/", "http://[fe80::1]/", "http://[fd00::1]/",
+    "http://0.0.0.0/", "http://100.64.1.1/", "http://[2002:7f00:1::1]/",
+])
+def test_check_url_refuses_private_literals_without_resolving(url):
+    with pytest.raises(URLRefusedError, match="IMGSEARCH_ALLOW_PRIVATE_URLS"):
+        check_url(url, never_resolve)
+    assert check_url(url, never_resolve, allow_private=True).addresses  # the switch lets them through
+
+
+def test_check_url_refuses_a_host_with_any_private_address():
+    for mix in (["93.184.216.34", "10.0.0.1"], ["127.0.0.1", "93.184.216.34"],
+                ["2606:2800:220:1:248:1893:25c8:1946", "::1"], ["93.184.216.34", "::ffff:169.254.169.254"]):
+        with pytest.raises(URLRefusedError, match="'mixed.example' resolves to"):
+            check_url("http://mixed.example/a.jpg", resolver({"mixed.example": mix}))
+    names = resolver({"localhost": ["127.0.0.1", "::1"], "metadata.example": ["169.254.169.254"]})
+    for url in ("http://localhost/", "http://metadata.example/computeMetadata/v1/"):
+        with pytest.raises(URLRefusedError):
+            check_url(url, names)
+    both = check_url("http://dual.example/", PUBLIC)
+    assert [str(a) for a in both.addresses] == ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"]
+
+
+def test_check_url_resolver_failures_are_fetch_errors():
+    def broken(host, port):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    with pytest.raises(FetchError, match="cannot resolve 'nowhere.example'") as info:
+        check_url("http://nowhere.example/", broken)
+    assert not isinstance(info.value, URLRefusedError)
+    with pytest.raises(FetchError, match="no address"):
+        check_url("http://empty.example/", resolver({"empty.example": []}))
+    with pytest.raises(URLRefusedError, match="not an IP address"):
+        check_url("http://junk.example/", resolver({"junk.example": ["not-an-ip"]}))
+
+
+# --- settings ------------------------------------------------------------------------------------------
+def test_settings_from_environment(monkeypatch):
+    for name in ("IMGSEARCH_ALLOW_PRIVATE_URLS", "IMGSEARCH_FETCH_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    got = load_settings()
+    assert (got.allow_private_urls, got.fetch_timeout_s, got.max_redirects) == (False, 10.0, 5)
+    for raw, value in (("1", True), ("true", True), ("YES", True), ("on", True), ("0", False), ("off", False)):
+        monkeypatch.setenv("IMGSEARCH_ALLOW_PRIVATE_URLS", raw)
+        assert load_settings().allow_private_urls is value
+    monkeypatch.setenv("IMGSEARCH_ALLOW_PRIVATE_URLS", "maybe")
+    with pytest.raises(ConfigError, match="IMGSEARCH_ALLOW_PRIVATE_URLS"):
+        load_settings()
+    monkeypatch.delenv("IMGSEARCH_ALLOW_PRIVATE_URLS")
+    monkeypatch.setenv("IMGSEARCH_FETCH_TIMEOUT", "2.5")
+    assert load_settings().fetch_timeout_s == 2.5
+    for bad in ("abc", "0", "-1", "nan", "inf"):
+        monkeypatch.setenv("IMGSEARCH_FETCH_TIMEOUT", bad)
+        with pytest.raises(ConfigError, match="IMGSEARCH_FETCH_TIMEOUT"):
+            load_settings()
+
+
+# --- a loopback HTTP server -------------------------------------------------------------------------
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def do_GET(self):
+        self.server.requests.append((self.path, dict(self.headers)))
+        url = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        parts = url.path.strip("/").split("/")
+        try:
+            getattr(self, "route_" + parts[0].split(".")[0].replace("-", "_"), self.route_missing)(*parts[1:], **query)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
+            self.close_connection = True  # the client hung up, as it should in several tests
+
+    def send(self, status, body=b"", content_type="application/octet-stream", headers=(), length=True):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        for name, value in headers:
+            self.send_header(name, value)
+        if length:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def route_missing(self, *args, **kwargs):
+        self.send(404, b"not here", "text/plain")
+
+    def route_img(self, *args):
+        self.send(200, PNG, "image/png")
+
+    def route_lies(self, *args):  # content type is passed along, not trusted
+        self.send(200, PNG, "text/html; charset=utf-8")
+
+    def route_host(self, *args):
+        self.send(200, self.headers["Host"].encode(), "text/plain")
+
+    def route_status(self, code):
+        self.send(int(code), b"status body", "text/plain")
+
+    def route_redirect(self, n):  # a chain of n redirects, alternating relative and absolute Locations
+        n = int(n)
+        if n == 0:
+            return self.route_img()
+        location = f"/redirect/{n - 1}" if n % 2 else f"http://{self.headers['Host']}/redirect/{n - 1}#frag"
+        self.send(302, headers=[("Location", location)])
+
+    def route_to(self, *args, u="", status="302"):
+        self.send(int(status), headers=[("Location", u)] if u else [])
+
+    def route_bytes(self, n, mode="length"):
+        body = b"x" * int(n)
+        if mode == "length":
+            return self.send(200, body)
+        if mode == "chunked":
+            self.send(200, headers=[("Transfer-Encoding", "chunked")], length=False)
+            for i in range(0, len(body), 4096):
+                piece = body[i:i + 4096]
+                self.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        self.close_connection = True  # mode == "close": the body ends when the connection does
+        self.send(200, headers=[("Connection", "close")], length=False)
+        self.wfile.write(body)
+
+    def route_endless(self, mode="chunked"):  # far more than any limit, stops when the client hangs up
+        self.close_connection = True
+        chunk = b"y" * 65536
+        if mode == "chunked":
+            self.send(200, headers=[("Transfer-Encoding", "chunked")], length=False)
+            for _ in range(320):  # 20 MiB at most
+                self.wfile.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            self.send(200, headers=[("Connection", "close")], length=False)
+            for _ in range(320):
+                self.wfile.write(chunk)
+
+    def route_declared(self, n):  # announces n bytes, then stalls: only an early refusal is fast
+        self.close_connection = True
+        self.send(200, headers=[("Content-Length", n)], length=False)
+        self.wfile.write(b"z" * 10)
+        self.wfile.flush()
+        time.sleep(2)
+
+    def route_short_lie(self, *args):  # says 100 bytes, sends a megabyte
+        self.close_connection = True
+        self.send(200, headers=[("Content-Length", "100")], length=False)
+        self.wfile.write(b"s" * 1_000_000)
+
+    def route_long_lie(self, *args):  # says 500 bytes, sends 100 and hangs up
+        self.close_connection = True
+        self.send(200, headers=[("Content-Length", "500")], length=False)
+        self.wfile.write(b"l" * 100)
+
+    def route_drip(self, *args):  # one byte every 50 ms: no read ever times out
+        self.close_connection = True
+        self.send(200, headers=[("Content-Length", "100000")], length=False)
+        for _ in range(80):  # 4 s at most
+            self.wfile.write(b"d")
+            self.wfile.flush()
+            time.sleep(0.05)
+
+    def route_stall(self, *args):  # headers, then silence
+        self.close_connection = True
+        self.send(200, headers=[("Content-Length", "1000")], length=False)
+        self.wfile.flush()
+        time.sleep(3)
+
+    def route_mute(self, *args):  # not even headers
+        self.close_connection = True
+        time.sleep(3)
+
+
+class LoopbackServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, host="127.0.0.1", tls: ssl.SSLContext | None = None):
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__((host, 0), Handler)
+        self.requests: list[tuple[str, dict]] = []
+        self.scheme = "http"
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
+            self.scheme = "https"
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def url(self, path: str, host: str | None = None) -> str:
+        host = host or (f"[{self.server_address[0]}]" if ":" in self.server_address[0] else self.server_address[0])
+        return f"{self.scheme}://{host}:{self.port}{path}"
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()
+
+
+@pytest.fixture(scope="module")
+def module_server():
+    server = LoopbackServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server(module_server):
+    module_server.requests.clear()
+    return module_server
+
+
+# --- end to end, on loopback, with private URLs allowed ----------------------------------------------------
+def test_fetch_an_image(server, network_guard):
+    got = fetch(server.url("/img.png"), settings())
+    assert got == Fetched(server.url("/img.png"), PNG, "image/png", 200)
+    (path, headers), = server.requests
+    assert path == "/img.png" and headers["Accept-Encoding"] == "identity"
+    assert headers["User-Agent"].startswith("imgsearch/") and headers["Host"] == f"127.0.0.1:{server.port}"
+    assert "Authorization" not in headers and "Cookie" not in headers
+    assert network_guard == ["127.0.0.1"]
+
+
+def test_allow_private_from_the_environment(server, monkeypatch):
+    monkeypatch.setenv("IMGSEARCH_ALLOW_PRIVATE_URLS", "1")
+    assert fetch(server.url("/img.png")).content == PNG
+    monkeypatch.setenv("IMGSEARCH_ALLOW_PRIVATE_URLS", "0")
+    with pytest.raises(URLRefusedError):
+        fetch(server.url("/img.png"))
+
+
+def test_content_type_is_reported_not_trusted(server):
+    got = fetch(server.url("/lies"), settings())
+    assert got.content == PNG and got.content_type == "text/html; charset=utf-8"
+
+
+def test_redirect_chain_is_followed(server):
+    got = fetch(server.url("/redirect/5#top"), settings())  # exactly max_redirects hops
+    assert got.content == PNG and got.status == 200 and got.url == server.url("/redirect/0")
+    assert [path for path, _ in server.requests] == [f"/redirect/{n}" for n in range(5, -1, -1)]
+
+
+def test_too_many_redirects(server):
+    with pytest.raises(FetchError, match=r"more than 5 redirects") as info:
+        fetch(server.url("/redirect/6"), settings())
+    assert server.url("/redirect/6") in info.value.message
+    assert len(server.requests) == 6  # and the 7th URL was never requested
+    with pytest.raises(FetchError, match="more than 2 redirects"):
+        fetch(server.url("/redirect/3"), settings(max_redirects=2))
+
+
+@pytest.mark.parametrize("location", ["file:///etc/passwd", "ftp://127.0.0.1/x", "gopher://127.0.0.1:70/",
+                                      "data:image/png;base64,iVBORw0KGgo=", "http://user:pw@127.0.0.1/x",
+                                      "http://2130706433/", "http://127.0.0.1\\@example.com/"])
+def test_redirect_to_a_refused_url(server, location):
+    with pytest.raises(URLRefusedError, match="redirected from"):
+        fetch(server.url("/to?" + urllib.parse.urlencode({"u": location})), settings())
+    assert len(server.requests) == 1
+
+
+def test_redirect_without_location_and_odd_statuses(server):
+    with pytest.raises(FetchError, match="without a Location"):
+        fetch(server.url("/to"), settings())
+    with pytest.raises(FetchError, match="unexpected HTTP status 304"):
+        fetch(server.url("/status/304"), settings())
+
+
+@pytest.mark.parametrize("code", [400, 403, 404, 410, 500, 503])
+def test_http_errors(server, code):
+    url = server.url(f"/status/{code}")
+    with pytest.raises(FetchError, match=f"HTTP {code}") as info:
+        fetch(url, settings())
+    assert url in info.value.message and not isinstance(info.value, URLRefusedError)
+
+
+@pytest.mark.parametrize("mode", ["length", "chunked", "close"])
+def test_byte_limit_boundary(server, mode):
+    got = fetch(server.url(f"/bytes/1000?mode={mode}"), settings(max_bytes=1000))
+    assert got.content == b"x" * 1000
+    with pytest.raises(ImageTooLargeError, match="IMGSEARCH_MAX_BYTES"):
+        fetch(server.url(f"/bytes/1001?mode={mode}"), settings(max_bytes=1000))
+
+
+@pytest.mark.parametrize("mode", ["chunked", "close"])
+def test_endless_body_without_content_length_is_cut_while_streaming(server, mode):
+    started = time.monotonic()
+    with pytest.raises(ImageTooLargeError, match="download stopped") as info:
+        fetch(server.url(f"/endless?mode={mode}"), settings(max_bytes=100_000))
+    assert time.monotonic() - started < 2 and info.value.http_status == 413
+
+
+def test_large_content_length_is_refused_before_reading(server):
+    started = time.monotonic()  # the server stalls after the headers: reading the body would time out
+    with pytest.raises(ImageTooLargeError, match="announces 1000000000 bytes"):
+        fetch(server.url("/declared/1000000000"), settings(max_bytes=100_000))
+    assert time.monotonic() - started < 1
+
+
+def test_lying_content_length(server):
+    # too short: the framing is the declared length; the rest of the megabyte is never read
+    got = fetch(server.url("/short-lie"), settings(max_bytes=1000))
+    assert got.content == b"s" * 100
+    # too long: the body ends early, a protocol error
+    with pytest.raises(FetchError, match="long-lie"):
+        fetch(server.url("/long-lie"), settings())
+
+
+def test_slow_drip_is_cut_by_the_total_deadline(server):
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="total time limit") as info:
+        fetch(server.url("/drip"), settings(fetch_timeout_s=1.0))
+    elapsed = time.monotonic() - started
+    assert 0.9 <= elapsed < 2.0, elapsed
+    assert server.url("/drip") in info.value.message
+
+
+def test_silent_server_is_cut_by_the_deadline_and_the_read_timeout(server):
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="total time limit"):
+        fetch(server.url("/mute"), settings(fetch_timeout_s=0.8))
+    assert time.monotonic() - started < 1.8
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="no data for 0.3 s"):
+        fetch(server.url("/stall"), settings(fetch_timeout_s=5.0), read_timeout=0.3)
+    assert time.monotonic() - started < 1.3
+
+
+def test_slow_resolver_is_cut_by_the_deadline():
+    release = threading.Event()
+
+    def hanging(host, port):
+        release.wait(5)
+        return ["127.0.0.1"]
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(FetchError, match="cannot resolve 'slow.example'"):
+            fetch("http://slow.example/a.png", settings(fetch_timeout_s=0.5), resolve=hanging)
+        assert time.monotonic() - started < 1.5
+    finally:
+        release.set()
+
+
+def test_connection_refused():
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(FetchError, match="cannot connect"):
+        fetch(f"http://127.0.0.1:{port}/a.png", settings())
+
+
+# --- pinning: one lookup per hop, the Host header and SNI of the name, the checked address only -------------
+def test_host_name_is_resolved_once_and_pinned(server, network_guard):
+    calls: list[str] = []
+    answers = iter([["127.0.0.1"], ["10.9.8.7"]])  # a rebinding resolver: the second answer must never be used
+
+    def rebinding(host, port):
+        calls.append(host)
+        return next(answers)
+
+    got = fetch(f"http://images.test:{server.port}/host", settings(), resolve=rebinding)
+    assert got.content == f"images.test:{server.port}".encode()  # Host header of the name, not the address
+    assert calls == ["images.test"] and network_guard == ["127.0.0.1"]
+
+
+def test_every_hop_is_resolved_once(server):
+    calls: list[str] = []
+    names = resolver({"a.test": ["127.0.0.1"], "b.test": ["127.0.0.1"]}, calls)
+    target = f"http://b.test:{server.port}/img.png"
+    got = fetch(f"http://a.test:{server.port}/to?" + urllib.parse.urlencode({"u": target}), settings(), resolve=names)
+    assert got.url == target and got.content == PNG and calls == ["a.test", "b.test"]
+
+
+def test_addresses_are_tried_in_order(server, network_guard):
+    # nothing listens on [::1]:port (the server is IPv4 only), so the second checked address serves
+    got = fetch(f"http://two.test:{server.port}/img.png", settings(),
+                resolve=resolver({"two.test": ["::1", "127.0.0.1"]}))
+    assert got.content == PNG and network_guard == ["::1", "127.0.0.1"]
+
+
+# --- policy on: loopback is refused before any connection -------------------------------------------------
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "images.test"])
+def test_loopback_refused_before_connecting(server, network_guard, host):
+    names = resolver({"localhost": ["127.0.0.1"], "images.test": ["93.184.216.34", "127.0.0.1"]})
+    with pytest.raises(URLRefusedError, match="loopback"):
+        fetch(server.url("/img.png", host), settings(allow_private_urls=False), resolve=names)
+    assert server.requests == [] and network_guard == []
+
+
+def test_redirect_to_a_private_address_is_refused(server, network_guard, monkeypatch):
+    """Every hop is re-checked: here loopback plays a public host, and its redirect points inside."""
+    real = fetch_module.check_address
+
+    def loopback_is_public(ip):
+        if str(ip) != "127.0.0.1":
+            real(ip)
+
+    monkeypatch.setattr(fetch_module, "check_address", loopback_is_public)
+    names = resolver({"cdn.test": ["127.0.0.1"], "internal.test": ["10.1.2.3"]})
+    for inside in ("http://internal.test/secret", "http://169.254.169.254/latest/meta-data/",
+                   "http://[::ffff:10.0.0.1]/", f"http://[::1]:{server.port}/img.png"):
+        server.requests.clear()
+        network_guard.clear()
+        first = f"http://cdn.test:{server.port}/to?" + urllib.parse.urlencode({"u": inside})
+        with pytest.raises(URLRefusedError, match="redirected from") as info:
+            fetch(first, settings(allow_private_urls=False), resolve=names)
+        assert first in info.value.message
+        assert len(server.requests) == 1 and network_guard == ["127.0.0.1"]
+
+
+# --- IPv6 loopback and TLS ---------------------------------------------------------------------------------
+def test_ipv6_loopback():
+    try:
+        v6 = LoopbackServer("::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    try:
+        got = fetch(v6.url("/host"), settings())
+        assert got.content == f"[::1]:{v6.port}".encode()
+        with pytest.raises(URLRefusedError, match="loopback"):
+            fetch(v6.url("/img.png"), settings(allow_private_urls=False))
+    finally:
+        v6.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", str(key),
+                    "-out", str(cert), "-subj", "/CN=images.test", "-addext", "subjectAltName=DNS:images.test"],
+                   check=True, capture_output=True)
+    return key, cert
+
+
+def test_https_pins_the_address_but_verifies_the_name(tls_files, network_guard):
+    key, cert = tls_files
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(cert, key)
+    sni: list[str | None] = []
+    server_side.sni_callback = lambda sock, name, context: sni.append(name)
+    tls = LoopbackServer(tls=server_side)
+    client = ssl.create_default_context(cafile=str(cert))
+    names = resolver({"images.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]})
+    try:
+        got = fetch(f"https://images.test:{tls.port}/host", settings(), resolve=names, ssl_context=client)
+        assert got.content == f"images.test:{tls.port}".encode() and sni == ["images.test"]
+        assert network_guard == ["127.0.0.1"]
+        with pytest.raises(FetchError, match="cannot connect"):  # certificate is for images.test
+            fetch(f"https://other.test:{tls.port}/host", settings(), resolve=names, ssl_context=client)
+        with pytest.raises(FetchError, match="cannot connect"):  # default trust store: self-signed refused
+            fetch(f"https://images.test:{tls.port}/host", settings(), resolve=names)
+    finally:
+        tls.stop()
+
+
+# --- the async variant shares policy and limits ------------------------------------------------------------
+def test_afetch(server, network_guard):
+    got = asyncio.run(afetch(server.url("/redirect/2"), settings()))
+    assert got.content == PNG and got.url == server.url("/redirect/0")
+    with pytest.raises(ImageTooLargeError):
+        asyncio.run(afetch(server.url("/endless"), settings()))
+    with pytest.raises(FetchError, match="HTTP 404"):
+        asyncio.run(afetch(server.url("/status/404"), settings()))
+    with pytest.raises(FetchError, match="more than 5 redirects"):
+        asyncio.run(afetch(server.url("/redirect/6"), settings()))
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="total time limit"):
+        asyncio.run(afetch(server.url("/drip"), settings(fetch_timeout_s=1.0)))
+    assert time.monotonic() - started < 2.0
+    server.requests.clear()
+    network_guard.clear()
+    with pytest.raises(URLRefusedError, match="loopback"):
+        asyncio.run(afetch(server.url("/img.png"), settings(allow_private_urls=False)))
+    assert server.requests == [] and network_guard == []
+    calls: list[str] = []
+    got = asyncio.run(afetch(f"http://images.test:{server.port}/host", settings(),
+                             resolve=resolver({"images.test": ["127.0.0.1"]}, calls)))
+    assert got.content == f"images.test:{server.port}".encode() and calls == ["images.test"]
+
+
+def test_fetch_from_threads(server):
+    results: list[bytes] = []
+    workers = [threading.Thread(target=lambda: results.append(fetch(server.url("/img.png"), settings()).content))
+               for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(10)
+    assert results == [PNG] * 8
