@@ -101,3 +101,32 @@ class Fingerprint:
     keypoints: Keypoints | None = None
     thumbnail: bytes | None = None
     timings: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Match:
+    """One stored image a query matched, and how they relate."""
+
+    id: int
+    uri: str | None
+    uris: tuple[str, ...]
+    score: int  # 0-100
+    relation: str  # duplicate | near_duplicate | crop | contains | composite
+    distance: int | None  # Hamming bits of the best hash evidence (None: features only)
+    query_box: Box  # where the shared content lies in the query (fractions)
+    target_box: Box  # ... and in the stored image
+    mirrored: bool = False
+    rotated: bool = False
+    evidence: tuple[str, ...] = ()  # which kinds of evidence agreed: sha256, global, face, picture, keypoints...
+    inliers: int | None = None
+    width: int = 0
+    height: int = 0
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id, "uri": self.uri, "uris": list(self.uris), "score": self.score,
+            "relation": self.relation, "mirrored": self.mirrored, "rotated": self.rotated,
+            "distance": self.distance, "inliers": self.inliers,
+            "query_box": list(self.query_box), "target_box": list(self.target_box),
+            "evidence": list(self.evidence), "width": self.width, "height": self.height,
+        }

@@ -33,4 +33,60 @@ select pg_advisory_unlock(7240918231);
 
 -- name: table_counts
 select (select count(*) from images) as images,
-       (select count(*) from image_uris) as uris;
+       (select count(*) from image_uris) as uris,
+       (select count(*) from regions) as regions,
+       (select count(*) from image_keypoints) as images_with_keypoints,
+       (select count(*) from keypoint_words) as word_postings;
+
+-- name: insert_image
+insert into images (sha256, width, height, format, file_size, ahash, dhash, phash, pdq, pdq_quality,
+                    thumbnail, metadata)
+values (%(sha256)s, %(width)s, %(height)s, %(format)s, %(file_size)s, %(ahash)s::bit(64), %(dhash)s::bit(64),
+        %(phash)s::bit(64), %(pdq)s::bit(256), %(pdq_quality)s, %(thumbnail)s, %(metadata)s)
+on conflict (sha256) do nothing
+returning id;
+
+-- name: image_id_by_sha256
+select id from images where sha256 = %(sha256)s;
+
+-- name: insert_uri
+insert into image_uris (image_id, uri) values (%(image_id)s, %(uri)s)
+on conflict (image_id, uri) do nothing;
+
+-- name: insert_region
+insert into regions (image_id, region_no, kind, x0, y0, x1, y1, hash)
+values (%s, %s, %s, %s, %s, %s, %s, %s::bit(64));
+
+-- name: insert_keypoints
+insert into image_keypoints (image_id, data) values (%(image_id)s, %(data)s);
+
+-- name: insert_word
+insert into keypoint_words (word, image_id, hits) values (%s, %s, %s);
+
+-- name: delete_image
+delete from images where id = %(id)s returning id;
+
+-- name: lookup_scan
+-- Every stored region hash within %(radius)s bits of a query hash (sequential scan, exact), the
+-- images sharing visual words with the query, and an exact copy by SHA-256: one round trip.
+with q as (
+    select h::bit(64) as hash, qno from unnest(%(hashes)s::text[], %(qnos)s::int[]) as t(h, qno)
+)
+select 'hash' as source, q.qno, r.image_id, r.region_no, r.kind, r.x0, r.y0, r.x1, r.y1,
+       bit_count(r.hash # q.hash)::int as distance
+from regions r join q on bit_count(r.hash # q.hash) <= %(radius)s
+union all
+(select 'word', null, w.image_id, null, null, null, null, null, null, count(*)::int
+ from keypoint_words w where w.word = any(%(words)s::int[])
+ group by w.image_id having count(*) >= %(min_words)s
+ order by count(*) desc limit %(word_candidates)s)
+union all
+select 'sha', null, i.id, null, null, null, null, null, null, 0
+from images i where i.sha256 = %(sha256)s;
+
+-- name: candidate_details
+select i.id, i.width, i.height, i.format, i.file_size, i.sha256, i.pdq::text as pdq, k.data as keypoints,
+       coalesce((select array_agg(u.uri order by u.first_seen, u.uri) from image_uris u
+                 where u.image_id = i.id), '{}') as uris
+from images i left join image_keypoints k on k.image_id = i.id
+where i.id = any(%(ids)s::bigint[]);

@@ -1,0 +1,107 @@
+"""Fingerprint an image: everything we store about it, and the extra a query needs.
+
+Stored (``fingerprint``): SHA-256, size and format; aHash, dHash, pHash (64-bit, equal to
+imagehash's), PDQ (256-bit) with its quality; content-aligned regions (faces, pictures inside
+the picture, icon shapes) each with its pHash; ORB keypoints (for visual-word retrieval and
+geometric verification); a small JPEG thumbnail.
+
+Query side (``query_fingerprint``): the same, plus the pHash and PDQ of the 8 rotations and
+flips, and the keypoints of the mirrored image.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import hashes, keypoints, pdq
+from .config import Settings
+from .loading import LoadedImage, load_image, thumbnail_jpeg
+from .model import Fingerprint, Hash, Keypoints
+from .regions import find_regions
+
+# Hashes need little: decode JPEGs at a reduced size (draft mode) whose longer side is at least this.
+WORKING_SIDE = 1024
+
+
+def _fingerprint_loaded(loaded: LoadedImage,
+                        with_keypoints: bool = True) -> tuple[Fingerprint, hashes.GlobalHashes]:
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        timings[stage] = timings.get(stage, 0.0) + now - t
+        t = now
+
+    image = loaded.image
+    glob = hashes.global_hashes(image)
+    lap("global_hashes")
+    pdq_hash, pdq_quality = pdq.pdq_hash(image)
+    lap("pdq")
+    regions = tuple(find_regions(image, loaded.alpha_mask))
+    lap("regions")
+    kp = keypoints.extract(image) if with_keypoints else None
+    lap("keypoints")
+    thumb = thumbnail_jpeg(image)
+    lap("thumbnail")
+    fp = Fingerprint(
+        sha256=loaded.sha256, width=loaded.width, height=loaded.height, format=loaded.format,
+        file_size=loaded.file_size, ahash=glob.ahash, dhash=glob.dhash, phash=glob.phash,
+        pdq=pdq_hash, pdq_quality=pdq_quality,
+        regions=regions, keypoints=kp, thumbnail=thumb, timings=timings,
+    )
+    return fp, glob
+
+
+def fingerprint(source: Path | str | bytes, *, name: str | None = None, settings: Settings | None = None,
+                with_keypoints: bool = True) -> Fingerprint:
+    t = time.perf_counter()
+    loaded = load_image(source, name=name, settings=settings, target_size=WORKING_SIDE)
+    load_s = time.perf_counter() - t
+    fp, _ = _fingerprint_loaded(loaded, with_keypoints)
+    fp.timings["load"] = load_s
+    return fp
+
+
+@dataclass(frozen=True, eq=False)
+class QueryFingerprint:
+    """A fingerprint plus what only queries need: transformed hashes and mirrored keypoints."""
+
+    fp: Fingerprint
+    phash_variants: dict[str, Hash]  # dihedral variant name -> pHash of the query so transformed
+    pdq_variants: dict[str, Hash]
+    mirrored_keypoints: Keypoints | None
+
+
+def query_fingerprint(source: Path | str | bytes, *, name: str | None = None,
+                      settings: Settings | None = None) -> QueryFingerprint:
+    loaded = load_image(source, name=name, settings=settings, target_size=WORKING_SIDE)
+    fp, glob = _fingerprint_loaded(loaded)
+    t = time.perf_counter()
+    phash_variants = dict(zip(hashes.DIHEDRAL_NAMES, glob.dihedral, strict=True))
+    pdq_variants, _ = pdq.pdq_dihedral(loaded.image)
+    mirrored = keypoints.extract(loaded.image, mirror=True)
+    fp.timings["query_variants"] = time.perf_counter() - t
+    return QueryFingerprint(fp, phash_variants, pdq_variants, mirrored)
+
+
+def to_json(fp: Fingerprint, file: str) -> dict:
+    """The `imgsearch hash --json` line for one file (hex at the edge)."""
+    return {
+        "file": file,
+        "sha256": fp.sha256.hex(),
+        "width": fp.width,
+        "height": fp.height,
+        "format": fp.format,
+        "ahash": fp.ahash.hex(),
+        "dhash": fp.dhash.hex(),
+        "phash": fp.phash.hex(),
+        "pdq": fp.pdq.hex(),
+        "pdq_quality": fp.pdq_quality,
+        "regions": [{"kind": r.kind, "box": [round(v, 4) for v in r.box], "phash": r.hash.hex()}
+                    for r in fp.regions],
+        "keypoints": len(fp.keypoints) if fp.keypoints is not None else 0,
+    }

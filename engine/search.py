@@ -1,0 +1,201 @@
+"""Search: from a query fingerprint to explained, verified matches.
+
+1. lookup   one SQL round trip: stored hashes within `radius` bits of any query hash (global
+            pHash in 8 rotations/flips, region pHashes), images sharing visual words with the
+            query's keypoints, and an exact copy by SHA-256.
+2. group    the hits per stored image into evidence.
+3. verify   every candidate must show one geometric relation: an exact copy; a global hash
+            that PDQ confirms; region hashes that agree; or local features that RANSAC fits
+            (engine.verify). Unconfirmed candidates are dropped: unrelated images must not match.
+4. explain  relation, boxes and score (engine.explain).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+
+from . import keypoints as kpmod
+from . import verify as verifymod
+from .explain import Explanation, Similarity, explain, from_boxes, mark_composites, score
+from .fingerprint import QueryFingerprint
+from .model import Box, Hash, Match
+from .queries import query
+
+FULL_BOX: Box = (0.0, 0.0, 1.0, 1.0)
+DEFAULT_RADIUS = 10  # pHash bits: near-duplicates of a region or image
+GLOBAL_TRUSTED_BITS = 4  # a global pHash this close is a copy without further proof
+PDQ_CONFIRM_BITS = 56  # PDQ (256 bits) this close confirms a looser global pHash hit
+REGION_TRUSTED_BITS = 4  # a face/picture region this close, with texture, needs no features
+WORD_CANDIDATES = 12  # images sharing the most visual words that are verified
+MIN_SHARED_WORDS = 3
+MAX_VERIFY = 24  # at most this many candidates get feature verification per query
+
+
+@dataclass(frozen=True)
+class QueryHash:
+    qno: int
+    kind: str
+    box: Box
+    variant: str  # dihedral variant for global hashes, 'identity' for regions
+    hash: Hash
+
+
+@dataclass
+class Candidate:
+    image_id: int
+    exact: bool = False
+    hash_hits: list[tuple[QueryHash, str, Box, int]] = field(default_factory=list)  # (query, kind, box, bits)
+    shared_words: int = 0
+
+    @property
+    def best_distance(self) -> int | None:
+        return min((h[3] for h in self.hash_hits), default=None)
+
+    def rank_key(self) -> tuple:
+        return (not self.exact, self.best_distance if self.best_distance is not None else 99, -self.shared_words)
+
+
+def query_hashes(q: QueryFingerprint) -> list[QueryHash]:
+    out = [QueryHash(i, "global", FULL_BOX, variant, h) for i, (variant, h) in enumerate(q.phash_variants.items())]
+    for region in q.fp.regions:
+        out.append(QueryHash(len(out), region.kind, region.box, "identity", region.hash))
+    return out
+
+
+def _compatible(query_kind: str, stored_kind: str) -> bool:
+    """Shapes (icon silhouettes) only compare with shapes; every other pHash with every other."""
+    return (query_kind == "shape") == (stored_kind == "shape")
+
+
+def lookup(conn: psycopg.Connection, q: QueryFingerprint, radius: int) -> dict[int, Candidate]:
+    qhs = query_hashes(q)
+    words: set[int] = set()
+    for kp in (q.fp.keypoints, q.mirrored_keypoints):
+        if kp is not None and len(kp):
+            words.update(int(w) for w in kpmod.words(kp))
+    rows = conn.execute(query("lookup_scan"), {
+        "hashes": [h.hash.bitstring() for h in qhs], "qnos": [h.qno for h in qhs], "radius": radius,
+        "words": sorted(words), "min_words": MIN_SHARED_WORDS, "word_candidates": WORD_CANDIDATES,
+        "sha256": q.fp.sha256,
+    }).fetchall()
+    candidates: dict[int, Candidate] = {}
+    for row in rows:
+        cand = candidates.setdefault(row["image_id"], Candidate(row["image_id"]))
+        if row["source"] == "sha":
+            cand.exact = True
+        elif row["source"] == "word":
+            cand.shared_words = row["distance"]
+        else:
+            qh = qhs[row["qno"]]
+            if _compatible(qh.kind, row["kind"]):
+                cand.hash_hits.append((qh, row["kind"], (row["x0"], row["y0"], row["x1"], row["y1"]), row["distance"]))
+    return {k: c for k, c in candidates.items() if c.exact or c.hash_hits or c.shared_words}
+
+
+def _px(box: Box, size: tuple[int, int]) -> Box:
+    w, h = size
+    return (box[0] * w, box[1] * h, box[2] * w, box[3] * h)
+
+
+def _agreeing(sims: list[Similarity], stored_size: tuple[int, int]) -> tuple[Similarity, int]:
+    """The similarity most others agree with (scale within 15%, offset within 5% of the image)."""
+    tol = 0.05 * max(stored_size)
+    best, best_n = sims[0], 0
+    for s in sims:
+        n = sum(1 for o in sims if o.mirrored == s.mirrored and abs(o.scale / s.scale - 1) < 0.15
+                and abs(o.tx - s.tx) < tol and abs(o.ty - s.ty) < tol)
+        if n > best_n:
+            best, best_n = s, n
+    return best, best_n
+
+
+def _global_explanation(variant: str, identical: bool) -> Explanation:
+    return Explanation("duplicate" if identical else "near_duplicate", FULL_BOX, FULL_BOX, 1.0, 1.0,
+                       mirrored=variant.startswith("mirror"), rotated="rot" in variant)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    explanation: Explanation
+    score: int
+    distance: int | None
+    evidence: tuple[str, ...]
+    inliers: int | None = None
+
+
+def judge(q: QueryFingerprint, cand: Candidate, details: dict) -> Verdict | None:
+    """Accept a candidate only on evidence of one geometric relation; None rejects it."""
+    qsize = (q.fp.width, q.fp.height)
+    ssize = (details["width"], details["height"])
+    if cand.exact:
+        return Verdict(_global_explanation("identity", True), 100, 0, ("sha256",))
+
+    # 1. global <-> global: the whole query is a (transformed) copy of the whole stored image
+    globals_ = [h for h in cand.hash_hits if h[0].kind == "global" and h[1] == "global"]
+    if globals_:
+        qh, _, _, bits = min(globals_, key=lambda h: h[3])
+        pdq_bits = q.pdq_variants[qh.variant] - Hash.from_bitstring(details["pdq"])
+        if bits <= GLOBAL_TRUSTED_BITS or pdq_bits <= PDQ_CONFIRM_BITS:
+            return Verdict(_global_explanation(qh.variant, False), score(distance_bits=bits), bits,
+                           ("global", "pdq") if bits > GLOBAL_TRUSTED_BITS else ("global",))
+
+    # 2. local features: RANSAC on the keypoints of both images
+    stored_kp = kpmod.from_bytes(details["keypoints"]) if details.get("keypoints") else None
+    if stored_kp is not None and q.fp.keypoints is not None:
+        best = None
+        for kp in (q.fp.keypoints, q.mirrored_keypoints):
+            if kp is None:
+                continue
+            v = verifymod.verify(kp, stored_kp)
+            if v is not None and v.accepted and (best is None or v.distinct > best[0].distinct):
+                best = (v, kp)
+        if best is not None:
+            v, kp = best
+            t = v.transform
+            e = explain(kp.size, stored_kp.size, Similarity(t.scale, t.rotation, t.mirrored, t.tx, t.ty))
+            kinds = sorted({h[1] for h in cand.hash_hits if h[3] <= DEFAULT_RADIUS})
+            return Verdict(e, score(inliers=v.inliers, distance_bits=cand.best_distance), cand.best_distance,
+                           ("keypoints", *kinds), v.inliers)
+
+    # 3. region hashes that agree on one geometry, or one close textured region
+    region_hits = [h for h in cand.hash_hits if not (h[0].kind == "global" and h[1] == "global")]
+    if region_hits:
+        sims = [from_boxes(_px(qh.box, qsize), _px(sbox, ssize)) for qh, _, sbox, _ in region_hits]
+        sim, n = _agreeing(sims, ssize)
+        bits = min(h[3] for h in region_hits)
+        if n >= 2 or bits <= REGION_TRUSTED_BITS:
+            e = explain(qsize, ssize, sim)
+            kinds = tuple(sorted({h[1] if h[0].kind == "global" else h[0].kind for h in region_hits}))
+            return Verdict(e, score(distance_bits=bits, agreeing_regions=n), bits, kinds)
+    return None
+
+
+def search(conn: psycopg.Connection, q: QueryFingerprint, *, limit: int = 10, min_score: int = 0,
+           radius: int = DEFAULT_RADIUS) -> list[Match]:
+    candidates = lookup(conn, q, radius)
+    if not candidates:
+        return []
+    ranked = sorted(candidates.values(), key=Candidate.rank_key)[:MAX_VERIFY]
+    rows = conn.execute(query("candidate_details"), {"ids": [c.image_id for c in ranked]}).fetchall()
+    details = {row["id"]: row for row in rows}
+    judged: list[tuple[Candidate, Verdict]] = []
+    for cand in ranked:
+        if cand.image_id in details:
+            verdict = judge(q, cand, details[cand.image_id])
+            if verdict is not None:
+                judged.append((cand, verdict))
+    explanations = mark_composites([v.explanation for _, v in judged])
+    matches = []
+    for (cand, v), e in zip(judged, explanations, strict=True):
+        d = details[cand.image_id]
+        uris = tuple(d["uris"] or ())
+        matches.append(Match(
+            id=cand.image_id, uri=uris[0] if uris else None, uris=uris, score=v.score, relation=e.relation,
+            distance=v.distance, query_box=e.query_box, target_box=e.target_box, mirrored=e.mirrored,
+            rotated=e.rotated, evidence=v.evidence, inliers=v.inliers, width=d["width"], height=d["height"],
+        ))
+    matches = [m for m in matches if m.score >= min_score]
+    matches.sort(key=lambda m: (-m.score, m.id))
+    return matches[:limit]
