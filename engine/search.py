@@ -64,9 +64,14 @@ def query_hashes(q: QueryFingerprint) -> list[QueryHash]:
     return out
 
 
+SELF_ONLY_KINDS = {"shape", "cutout"}  # silhouettes and cut-out objects: not comparable with photo pHashes
+
+
 def _compatible(query_kind: str, stored_kind: str) -> bool:
-    """Shapes (icon silhouettes) only compare with shapes; every other pHash with every other."""
-    return (query_kind == "shape") == (stored_kind == "shape")
+    """Shapes and cut-outs only compare with their own kind; every other pHash with every other."""
+    if query_kind in SELF_ONLY_KINDS or stored_kind in SELF_ONLY_KINDS:
+        return query_kind == stored_kind
+    return True
 
 
 def lookup(conn: psycopg.Connection, q: QueryFingerprint, radius: int) -> dict[int, Candidate]:

@@ -1,0 +1,128 @@
+"""Store and search on a real database with real photos: copies, edits, crops, composites, negatives."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageEnhance, ImageOps
+
+from engine import db
+from engine.fingerprint import fingerprint, query_fingerprint
+from engine.search import search
+from engine.store import delete, store
+
+POOL = Path(__file__).parent / "data" / "pool"
+STORED = ["photos/gcompris__eiffelTower.jpg", "photos/skimage__chelsea.jpg", "photos/gcompris__scarlet_macaw.jpg",
+          "photos/palapeli__cincinnati-bridge.jpg", "photos/skimage__coffee.jpg", "faces/matplotlib__grace_hopper.jpg",
+          "photos/gcompris__tajMahal.jpg", "photos/tuxpaint__sheep.jpg", "icons/openclipart__elephant_01.png",
+          "distractors/stellarium__barnard72.jpg", "distractors/stellarium__n5139.jpg"]
+UNRELATED = ["photos/scratch__lake.jpg", "photos/kphotoalbum__snow.jpg", "photos/gcompris__sea3.jpg",
+             "faces/face_recognition__obama.jpg"]
+
+
+def jpeg(image: Image.Image, quality: int = 88) -> bytes:
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def rgb(rel: str) -> Image.Image:
+    return Image.open(POOL / rel).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def stored(database_url):
+    with db.connect() as conn:
+        ids = {rel: store(conn, fingerprint(POOL / rel), str(POOL / rel)).image_id for rel in STORED}
+    return ids
+
+
+@pytest.fixture(scope="module")
+def conn(stored):
+    with db.connect() as connection:
+        yield connection
+
+
+def find(conn, data: bytes, **kw):
+    return search(conn, query_fingerprint(data, name="query"), **kw)
+
+
+def test_storing_the_same_bytes_twice_adds_a_uri_not_an_image(conn, stored):
+    rel = STORED[0]
+    again = store(conn, fingerprint(POOL / rel), "https://example.org/copy.jpg")
+    assert not again.created and again.image_id == stored[rel]
+    matches = find(conn, (POOL / rel).read_bytes())
+    assert matches[0].id == stored[rel] and matches[0].relation == "duplicate" and matches[0].score == 100
+    assert set(matches[0].uris) == {str(POOL / rel), "https://example.org/copy.jpg"}
+
+
+@pytest.mark.parametrize("edit", ["resize", "jpeg", "color", "gray", "mirror", "rot90", "border"])
+def test_edited_copies_are_near_duplicates(conn, stored, edit):
+    rel = "photos/gcompris__scarlet_macaw.jpg"
+    im = rgb(rel)
+    edited = {
+        "resize": lambda: im.resize((im.width // 3, im.height // 3)),
+        "jpeg": lambda: im,
+        "color": lambda: ImageEnhance.Contrast(ImageEnhance.Color(im).enhance(0.4)).enhance(1.3),
+        "gray": lambda: im.convert("L"),
+        "mirror": lambda: ImageOps.mirror(im),
+        "rot90": lambda: im.rotate(90, expand=True),
+        "border": lambda: ImageOps.expand(im, border=(40, 20, 40, 80), fill=(200, 30, 30)),
+    }[edit]()
+    matches = find(conn, jpeg(edited, quality=20 if edit == "jpeg" else 88))
+    assert matches and matches[0].id == stored[rel], edit
+    best = matches[0]
+    assert best.relation in ("near_duplicate", "contains")
+    assert best.mirrored == (edit == "mirror")
+    assert best.rotated == (edit == "rot90")
+
+
+@pytest.mark.parametrize("box", [(0.1, 0.2, 0.8, 0.9), (0.4, 0.3, 0.95, 0.85), (0.05, 0.05, 0.45, 0.45)])
+def test_crops_are_found_where_they_were_cut(conn, stored, box):
+    rel = "photos/palapeli__cincinnati-bridge.jpg"
+    im = rgb(rel)
+    w, h = im.size
+    crop = im.crop((int(box[0] * w), int(box[1] * h), int(box[2] * w), int(box[3] * h)))
+    matches = find(conn, jpeg(crop))
+    assert matches and matches[0].id == stored[rel]
+    assert matches[0].relation == "crop"
+    assert matches[0].target_box == pytest.approx(box, abs=0.04)
+    assert matches[0].query_box == pytest.approx((0, 0, 1, 1), abs=0.04)
+
+
+def test_a_composite_finds_each_part_and_where_it_lies(conn, stored):
+    parts = ["photos/gcompris__tajMahal.jpg", "photos/skimage__chelsea.jpg"]
+    canvas = Image.new("RGB", (1200, 600), (250, 250, 250))
+    for i, rel in enumerate(parts):
+        p = rgb(rel)
+        p.thumbnail((580, 580))
+        canvas.paste(p, (i * 600 + 10, (600 - p.height) // 2))
+    matches = find(conn, jpeg(canvas))
+    by_id = {m.id: m for m in matches}
+    for i, rel in enumerate(parts):
+        m = by_id[stored[rel]]
+        assert m.relation == "composite"
+        assert m.target_box == pytest.approx((0, 0, 1, 1), abs=0.05)
+        centre = (m.query_box[0] + m.query_box[2]) / 2
+        assert (centre < 0.5) == (i == 0)
+
+
+def test_unrelated_photos_match_nothing(conn, stored):
+    for rel in UNRELATED:
+        assert find(conn, (POOL / rel).read_bytes()) == [], rel
+
+
+def test_limit_and_min_score(conn, stored):
+    rel = "photos/skimage__coffee.jpg"
+    assert len(find(conn, (POOL / rel).read_bytes(), limit=1)) == 1
+    assert find(conn, (POOL / rel).read_bytes(), min_score=101) == []
+
+
+def test_deleting_an_image_removes_it_from_results(conn, stored):
+    rel = "photos/tuxpaint__sheep.jpg"
+    delete(conn, stored[rel])
+    assert all(m.id != stored[rel] for m in find(conn, (POOL / rel).read_bytes()))
+    counts = db.status(conn)["counts"]
+    assert counts["images"] == len(STORED) - 1
