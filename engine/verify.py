@@ -1,0 +1,246 @@
+"""Geometric verification of a candidate: do two images share content, and where?
+
+``verify(query, stored)`` matches ORB descriptors (Hamming, ratio test), then fits by RANSAC a
+similarity transform with or without a reflection (scale, rotation, translation, mirror:
+everything crops, pastes, composites, flips and turns do; a homography would add four degrees
+of freedom that only buy false fits). Hypotheses come from pairs of matches in closed form
+(complex numbers: w = dz'/dz, or dz'/conj(dz) for a reflection), are scored all at once, and
+the best is refined by least squares. A match is an inlier when it lands within a few pixels
+and its keypoint's own angle and size agree with the model, so a flat icon's repeated corners
+cannot pile up "inliers" on one spot; inliers are also counted on a grid (`distinct`), which is
+what the acceptance threshold applies to.
+
+The shared part is the overlap of the two frames under the fitted transform: the query's frame
+mapped into the stored image and clipped to it (`stored_box`: for a crop, where the crop lies),
+and the same polygon mapped back into the query (`query_box`: for a composite or a paste, the
+cell where the stored picture was put). Boxes are fractions x0, y0, x1, y1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .model import Box, Keypoints
+
+MIN_INLIERS = 12  # distinct inliers to accept: see bench/keypoints.py (no false pair reached it)
+RATIO = 0.85  # Lowe's ratio test on Hamming distances
+MAX_DISTANCE = 80  # of 256 bits
+HYPOTHESES = 600  # pairs of matches tried per model (with and without reflection)
+TOLERANCE = 0.012  # inlier distance, as a fraction of the stored image's longer side
+ANGLE_TOLERANCE = 25.0  # degrees between a keypoint's angle and the model's rotation
+SCALE_TOLERANCE = 2.2  # factor between keypoint size ratio and the model's scale
+GRID = 64  # distinct inliers: occupied cells of a GRID x GRID grid on each image
+CURVE_SHARE = 0.8  # inliers on one line or circle: any disc matches any other disc, any edge any edge
+
+
+@dataclass(frozen=True)
+class Transform:
+    """stored = scale * R(rotation) * F * query + (tx, ty), in pixels of the two Keypoints' working images.
+
+    F flips x (query x -> -x) when mirrored. Rotation is in degrees, positive from +x towards +y
+    (clockwise on screen, as image y points down).
+    """
+
+    scale: float
+    rotation: float
+    mirrored: bool
+    tx: float
+    ty: float
+
+    def apply(self, xy: np.ndarray) -> np.ndarray:
+        z = _as_complex(np.asarray(xy, dtype=np.float64))
+        if self.mirrored:
+            z = -np.conj(z)
+        out = self.scale * np.exp(1j * np.deg2rad(self.rotation)) * z + complex(self.tx, self.ty)
+        return np.stack([out.real, out.imag], axis=-1)
+
+    def invert(self, xy: np.ndarray) -> np.ndarray:
+        z = _as_complex(np.asarray(xy, dtype=np.float64)) - complex(self.tx, self.ty)
+        z = z / (self.scale * np.exp(1j * np.deg2rad(self.rotation)))
+        if self.mirrored:
+            z = -np.conj(z)
+        return np.stack([z.real, z.imag], axis=-1)
+
+
+@dataclass(frozen=True)
+class Verification:
+    inliers: int  # matches consistent with the transform
+    distinct: int  # inliers counted once per grid cell, on the sparser of the two images
+    matches: int  # tentative matches after the ratio test
+    transform: Transform  # query working pixels -> stored working pixels
+    query_box: Box  # the shared part, in the query
+    stored_box: Box  # the shared part, in the stored image (for a crop: where the query lies)
+    confidence: float  # 0..1, 0.5 at MIN_INLIERS distinct inliers
+    pairs: np.ndarray = field(default=None, repr=False, compare=False)  # (inliers, 2): query, stored keypoint index
+
+    @property
+    def accepted(self) -> bool:
+        return self.distinct >= MIN_INLIERS
+
+
+def _as_complex(xy: np.ndarray) -> np.ndarray:
+    return xy[..., 0] + 1j * xy[..., 1]
+
+
+def match(query: Keypoints, stored: Keypoints) -> np.ndarray:
+    """(m, 2) index pairs (query, stored): ratio-test nearest neighbours, one per stored keypoint."""
+    if len(query) < 2 or len(stored) < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    knn = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(np.asarray(query.descriptors), np.asarray(stored.descriptors), k=2)
+    pairs = [(m.queryIdx, m.trainIdx, m.distance) for m, n in (p for p in knn if len(p) == 2)
+             if m.distance <= MAX_DISTANCE and m.distance < RATIO * n.distance]
+    if not pairs:
+        return np.zeros((0, 2), dtype=np.int64)
+    found = np.array(pairs)
+    found = found[np.argsort(found[:, 2], kind="stable")]
+    _, first = np.unique(found[:, 1], return_index=True)  # the closest query keypoint per stored keypoint
+    return found[np.sort(first), :2].astype(np.int64)
+
+
+def _score(w: np.ndarray, t: np.ndarray, reflect: bool, geo: dict, tolerance: float) -> np.ndarray:
+    """Boolean (h, m): match j is an inlier of hypothesis (w[i], t[i]) by position, angle and size."""
+    zq = np.conj(geo["zq"]) if reflect else geo["zq"]
+    aq = -geo["aq"] if reflect else geo["aq"]
+    near = np.abs(w[:, None] * zq[None, :] + t[:, None] - geo["zs"][None, :]) < tolerance
+    turn = np.angle(w, deg=True)[:, None]
+    dangle = np.abs((geo["as"][None, :] - aq[None, :] - turn + 180.0) % 360.0 - 180.0) < ANGLE_TOLERANCE
+    dscale = np.abs(np.log(geo["ratio"][None, :] / np.abs(w)[:, None])) < np.log(SCALE_TOLERANCE)
+    return near & dangle & dscale
+
+
+def _fit(zq: np.ndarray, zs: np.ndarray) -> tuple[complex, complex]:
+    """Least-squares similarity zs ~ w * zq + t."""
+    mq, ms = zq.mean(), zs.mean()
+    dq = zq - mq
+    w = np.sum((zs - ms) * np.conj(dq)) / max(np.sum(np.abs(dq) ** 2), 1e-9)
+    return w, ms - w * mq
+
+
+def _distinct(xy: np.ndarray, size: tuple[int, int]) -> int:
+    cells = np.floor(xy / (max(size) / GRID)).astype(np.int64)
+    return len(np.unique(cells[:, 0] * (GRID + 1) + cells[:, 1]))
+
+
+def _on_one_curve(xy: np.ndarray, size: tuple[int, int]) -> float:
+    """Share of the points within a thin band around their best-fitting line or circle.
+
+    The edge of a disc on a dark sky (a planet, a ball, a coin) matches the edge of any other disc
+    under many similarities; a straight edge under a whole family of them. Such inliers say
+    nothing about the content.
+    """
+    if len(xy) < 4:
+        return 1.0
+    band = 0.01 * max(size)
+    centred = xy - xy.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    line = np.abs(centred @ vt[1]) < band
+    a = np.column_stack([xy, np.ones(len(xy))])  # x^2 + y^2 = 2 cx x + 2 cy y + c
+    solution, *_ = np.linalg.lstsq(a, (xy**2).sum(axis=1), rcond=None)
+    centre = solution[:2] / 2
+    radius = np.sqrt(max(solution[2] + centre @ centre, 0.0))
+    circle = np.abs(np.linalg.norm(xy - centre, axis=1) - radius) < band
+    return float(max(line.mean(), circle.mean()))
+
+
+def _clip(poly: np.ndarray, w: float, h: float) -> np.ndarray:
+    """Sutherland-Hodgman: the polygon (n, 2) clipped to the rectangle [0, w] x [0, h]."""
+    for axis, limit, keep_below in ((0, 0.0, False), (0, w, True), (1, 0.0, False), (1, h, True)):
+        if len(poly) == 0:
+            break
+        out = []
+        for i in range(len(poly)):
+            a, b = poly[i - 1], poly[i]
+            ina = a[axis] <= limit if keep_below else a[axis] >= limit
+            inb = b[axis] <= limit if keep_below else b[axis] >= limit
+            if ina != inb:
+                out.append(a + (b - a) * (limit - a[axis]) / (b[axis] - a[axis]))
+            if inb:
+                out.append(b)
+        poly = np.array(out).reshape(-1, 2)
+    return poly
+
+
+def _box(points: np.ndarray, size: tuple[int, int]) -> Box:
+    w, h = size
+    x0, y0 = points.min(axis=0)
+    x1, y1 = points.max(axis=0)
+    return (round(float(np.clip(x0 / w, 0, 1)), 4), round(float(np.clip(y0 / h, 0, 1)), 4),
+            round(float(np.clip(x1 / w, 0, 1)), 4), round(float(np.clip(y1 / h, 0, 1)), 4))
+
+
+def shared_boxes(transform: Transform, query_size: tuple[int, int], stored_size: tuple[int, int]) -> tuple[Box, Box]:
+    """(query_box, stored_box): the overlap of the two frames, in each image."""
+    qw, qh = query_size
+    frame = np.array([[0, 0], [qw, 0], [qw, qh], [0, qh]], dtype=np.float64)
+    overlap = _clip(transform.apply(frame), *stored_size)
+    if len(overlap) < 3:
+        return (0.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 0.0)
+    return _box(transform.invert(overlap), query_size), _box(overlap, stored_size)
+
+
+def verify(query: Keypoints, stored: Keypoints, min_inliers: int = MIN_INLIERS, seed: int = 0) -> Verification | None:
+    """The best similarity (with or without mirror) mapping query onto stored, or None below `min_inliers`.
+
+    Deterministic for a given seed. For a mirrored query pass the keypoints of
+    ``extract(image, mirror=True)``: their matches fit a reflection and come out mirrored=True.
+    """
+    pairs = match(query, stored)
+    if len(pairs) < 3:
+        return None
+    qi, si = pairs[:, 0], pairs[:, 1]
+    geo = {"zq": _as_complex(np.asarray(query.xy, np.float64)[qi]),
+           "zs": _as_complex(np.asarray(stored.xy, np.float64)[si]),
+           "aq": np.asarray(query.angle, np.float64)[qi], "as": np.asarray(stored.angle, np.float64)[si],
+           "ratio": np.asarray(stored.scale, np.float64)[si] / np.asarray(query.scale, np.float64)[qi]}
+    tolerance = TOLERANCE * max(stored.size)
+    rng = np.random.default_rng(seed)
+    m = len(pairs)
+    if m * (m - 1) // 2 <= HYPOTHESES:
+        a, b = np.triu_indices(m, 1)
+    else:
+        a, b = rng.integers(0, m, HYPOTHESES), rng.integers(0, m, HYPOTHESES)
+    best: tuple[int, bool, complex, complex] | None = None
+    for reflect in (False, True):
+        zq = np.conj(geo["zq"]) if reflect else geo["zq"]
+        dq, ds = zq[b] - zq[a], geo["zs"][b] - geo["zs"][a]
+        ok = (np.abs(dq) > 4) & (np.abs(ds) > 4)
+        if not ok.any():
+            continue
+        w = ds[ok] / dq[ok]
+        t = geo["zs"][a[ok]] - w * zq[a[ok]]
+        sane = (np.abs(w) > 1 / 16) & (np.abs(w) < 16)
+        if not sane.any():
+            continue
+        counts = _score(w[sane], t[sane], reflect, geo, tolerance).sum(axis=1)
+        i = int(np.argmax(counts))
+        if best is None or counts[i] > best[0]:
+            best = (int(counts[i]), reflect, w[sane][i], t[sane][i])
+    if best is None or best[0] < 3:
+        return None
+    _, reflect, w, t = best
+    zq = np.conj(geo["zq"]) if reflect else geo["zq"]
+    inliers = _score(np.array([w]), np.array([t]), reflect, geo, tolerance)[0]
+    for _ in range(2):  # refine on the inliers
+        w, t = _fit(zq[inliers], geo["zs"][inliers])
+        if not 1 / 16 < abs(w) < 16:
+            return None
+        refined = _score(np.array([w]), np.array([t]), reflect, geo, tolerance)[0]
+        if refined.sum() < 3:
+            break
+        inliers = refined
+    qxy = np.asarray(query.xy)[qi[inliers]]
+    sxy = np.asarray(stored.xy)[si[inliers]]
+    distinct = min(_distinct(qxy, query.size), _distinct(sxy, stored.size))
+    if distinct < min_inliers or _on_one_curve(sxy, stored.size) >= CURVE_SHARE:
+        return None
+    # reflect: zs = w * conj(zq) + t = (-w) * (-conj(zq)) + t, and -conj flips x
+    rot_w = -w if reflect else w
+    transform = Transform(scale=float(abs(w)), rotation=float(np.angle(rot_w, deg=True)), mirrored=reflect,
+                          tx=float(t.real), ty=float(t.imag))
+    query_box, stored_box = shared_boxes(transform, query.size, stored.size)
+    return Verification(inliers=int(inliers.sum()), distinct=distinct, matches=m, transform=transform,
+                        query_box=query_box, stored_box=stored_box,
+                        confidence=round(1.0 - 0.5 ** (distinct / MIN_INLIERS), 3), pairs=pairs[inliers])
