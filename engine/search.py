@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from . import hamming
 from . import keypoints as kpmod
 from . import verify as verifymod
 from .explain import Explanation, Similarity, explain, from_boxes, mark_composites, score
@@ -24,7 +25,8 @@ from .model import Box, Hash, Match
 from .queries import query
 
 FULL_BOX: Box = (0.0, 0.0, 1.0, 1.0)
-DEFAULT_RADIUS = 10  # pHash bits: near-duplicates of a region or image
+DEFAULT_RADIUS = 10  # pHash bits: a global pHash (in 8 rotations/flips) against stored global pHashes
+REGION_RADIUS = 6  # pHash bits: every query hash against every stored region (docs/bench-index.md)
 GLOBAL_TRUSTED_BITS = 4  # a global pHash this close is a copy without further proof
 PDQ_CONFIRM_BITS = 56  # PDQ (256 bits) this close confirms a looser global pHash hit
 REGION_TRUSTED_BITS = 4  # a face/picture region this close, with texture, needs no features
@@ -80,8 +82,12 @@ def lookup(conn: psycopg.Connection, q: QueryFingerprint, radius: int) -> dict[i
     for kp in (q.fp.keypoints, q.mirrored_keypoints):
         if kp is not None and len(kp):
             words.update(int(w) for w in kpmod.words(kp))
-    rows = conn.execute(query("lookup_scan"), {
-        "hashes": [h.hash.bitstring() for h in qhs], "qnos": [h.qno for h in qhs], "radius": radius,
+    region_radius = min(radius, REGION_RADIUS)
+    region_probes = hamming.probes([h.hash.value for h in qhs], [region_radius] * len(qhs))
+    global_qhs = [h for h in qhs if h.kind == "global"]
+    global_probes = hamming.probes([h.hash.value for h in global_qhs], [radius] * len(global_qhs))
+    rows = conn.execute(query("lookup"), {
+        **region_probes.params("r"), **global_probes.params("g"),
         "words": sorted(words), "min_words": MIN_SHARED_WORDS, "word_candidates": WORD_CANDIDATES,
         "sha256": q.fp.sha256,
     }).fetchall()

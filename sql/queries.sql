@@ -66,15 +66,44 @@ insert into keypoint_words (word, image_id, hits) values (%s, %s, %s);
 -- name: delete_image
 delete from images where id = %(id)s returning id;
 
--- name: lookup_scan
--- Every stored region hash within %(radius)s bits of a query hash (sequential scan, exact), the
--- images sharing visual words with the query, and an exact copy by SHA-256: one round trip.
-with q as (
-    select h::bit(64) as hash, qno from unnest(%(hashes)s::text[], %(qnos)s::int[]) as t(h, qno)
+-- name: lookup
+-- One round trip per query image. Exact multi-index hashing (engine/hamming.py): query hashes
+-- probe the chunk indexes of regions (every region hash, radius per hash in rrr) and of images
+-- (global pHashes only, a wider radius per hash in grr); every candidate's full distance is checked
+-- here. Also: images sharing visual words with the query's keypoints, and an exact copy by SHA-256.
+with hits as (
+    select p.j, r.image_id, r.region_no, bit_count((r.h # p.qh)::bit(64))::int as d
+    from unnest(%(rv0)b::int4[], %(rj0)b::int4[], %(rq0)b::int8[]) as p(v, j, qh)
+    join regions r on r.c0 = p.v
+    where bit_count((r.h # p.qh)::bit(64)) <= (%(rrr)b::int4[])[p.j + 1] and r.c0 = any(%(ru0)b::int4[])
+    union
+    select p.j, r.image_id, r.region_no, bit_count((r.h # p.qh)::bit(64))::int as d
+    from unnest(%(rv1)b::int4[], %(rj1)b::int4[], %(rq1)b::int8[]) as p(v, j, qh)
+    join regions r on r.c1 = p.v
+    where bit_count((r.h # p.qh)::bit(64)) <= (%(rrr)b::int4[])[p.j + 1] and r.c1 = any(%(ru1)b::int4[])
+    union
+    select p.j, r.image_id, r.region_no, bit_count((r.h # p.qh)::bit(64))::int as d
+    from unnest(%(rv2)b::int4[], %(rj2)b::int4[], %(rq2)b::int8[]) as p(v, j, qh)
+    join regions r on r.c2 = p.v
+    where bit_count((r.h # p.qh)::bit(64)) <= (%(rrr)b::int4[])[p.j + 1] and r.c2 = any(%(ru2)b::int4[])
+    union
+    select p.j, i.id as image_id, 0::smallint as region_no, bit_count((i.gh # p.qh)::bit(64))::int as d
+    from unnest(%(gv0)b::int4[], %(gj0)b::int4[], %(gq0)b::int8[]) as p(v, j, qh)
+    join images i on i.g0 = p.v
+    where bit_count((i.gh # p.qh)::bit(64)) <= (%(grr)b::int4[])[p.j + 1] and i.g0 = any(%(gu0)b::int4[])
+    union
+    select p.j, i.id as image_id, 0::smallint as region_no, bit_count((i.gh # p.qh)::bit(64))::int as d
+    from unnest(%(gv1)b::int4[], %(gj1)b::int4[], %(gq1)b::int8[]) as p(v, j, qh)
+    join images i on i.g1 = p.v
+    where bit_count((i.gh # p.qh)::bit(64)) <= (%(grr)b::int4[])[p.j + 1] and i.g1 = any(%(gu1)b::int4[])
+    union
+    select p.j, i.id as image_id, 0::smallint as region_no, bit_count((i.gh # p.qh)::bit(64))::int as d
+    from unnest(%(gv2)b::int4[], %(gj2)b::int4[], %(gq2)b::int8[]) as p(v, j, qh)
+    join images i on i.g2 = p.v
+    where bit_count((i.gh # p.qh)::bit(64)) <= (%(grr)b::int4[])[p.j + 1] and i.g2 = any(%(gu2)b::int4[])
 )
-select 'hash' as source, q.qno, r.image_id, r.region_no, r.kind, r.x0, r.y0, r.x1, r.y1,
-       bit_count(r.hash # q.hash)::int as distance
-from regions r join q on bit_count(r.hash # q.hash) <= %(radius)s
+select 'hash' as source, h.j as qno, h.image_id, h.region_no, r.kind, r.x0, r.y0, r.x1, r.y1, h.d as distance
+from hits h join regions r on r.image_id = h.image_id and r.region_no = h.region_no
 union all
 (select 'word', null, w.image_id, null, null, null, null, null, null, count(*)::int
  from keypoint_words w where w.word = any(%(words)s::int[])
