@@ -12,7 +12,7 @@ flips, and the keypoints of the mirrored image.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import hashes, keypoints, pdq
@@ -79,11 +79,16 @@ class QueryFingerprint:
 def query_fingerprint(source: Path | str | bytes, *, name: str | None = None,
                       settings: Settings | None = None) -> QueryFingerprint:
     loaded = load_image(source, name=name, settings=settings, target_size=WORKING_SIDE)
-    fp, glob = _fingerprint_loaded(loaded)
+    fp, glob = _fingerprint_loaded(loaded, with_keypoints=False)
+    t = time.perf_counter()
+    # a query is described once, so it can afford more keypoints than a stored image
+    kp = keypoints.extract(loaded.image, keypoints.QUERY_FEATURES, keypoints.QUERY_WORKING_SIDE)
+    mirrored = keypoints.extract(loaded.image, keypoints.QUERY_FEATURES, keypoints.QUERY_WORKING_SIDE, mirror=True)
+    fp = replace(fp, keypoints=kp)
+    fp.timings["keypoints"] = time.perf_counter() - t
     t = time.perf_counter()
     phash_variants = dict(zip(hashes.DIHEDRAL_NAMES, glob.dihedral, strict=True))
     pdq_variants, _ = pdq.pdq_dihedral(loaded.image)
-    mirrored = keypoints.extract(loaded.image, mirror=True)
     fp.timings["query_variants"] = time.perf_counter() - t
     return QueryFingerprint(fp, phash_variants, pdq_variants, mirrored)
 
