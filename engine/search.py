@@ -30,8 +30,10 @@ REGION_RADIUS = 6  # pHash bits: every query hash against every stored region (d
 GLOBAL_TRUSTED_BITS = 4  # a global pHash this close is a copy without further proof
 PDQ_CONFIRM_BITS = 56  # PDQ (256 bits) this close confirms a looser global pHash hit
 REGION_TRUSTED_BITS = 4  # a face/picture region this close, with texture, needs no features
-WORD_CANDIDATES = 12  # images sharing the most visual words that are verified
-MIN_SHARED_WORDS = 3
+WORD_CANDIDATES = 20  # images with the best visual-word scores that are verified (bench/keypoints.py)
+MIN_WORD_SCORE = 1
+STOP_WORD_SHARE = 0.02  # words in more than this share of the images are skipped ...
+STOP_WORD_MIN = 20  # ... unless in fewer than this many
 MAX_VERIFY = 24  # at most this many candidates get feature verification per query
 
 
@@ -78,17 +80,18 @@ def _compatible(query_kind: str, stored_kind: str) -> bool:
 
 def lookup(conn: psycopg.Connection, q: QueryFingerprint, radius: int) -> dict[int, Candidate]:
     qhs = query_hashes(q)
-    words: set[int] = set()
-    for kp in (q.fp.keypoints, q.mirrored_keypoints):
-        if kp is not None and len(kp):
-            words.update(int(w) for w in kpmod.words(kp))
+    sides = [(side, kpmod.postings(kp, mirror=side == 1))
+             for side, kp in enumerate((q.fp.keypoints, q.mirrored_keypoints)) if kp is not None and len(kp)]
     region_radius = min(radius, REGION_RADIUS)
     region_probes = hamming.probes([h.hash.value for h in qhs], [region_radius] * len(qhs))
     global_qhs = [h for h in qhs if h.kind == "global"]
     global_probes = hamming.probes([h.hash.value for h in global_qhs], [radius] * len(global_qhs))
     rows = conn.execute(query("lookup"), {
         **region_probes.params("r"), **global_probes.params("g"),
-        "words": sorted(words), "min_words": MIN_SHARED_WORDS, "word_candidates": WORD_CANDIDATES,
+        "words": [int(w) for _, p in sides for w in p.word], "angles": [int(a) for _, p in sides for a in p.angle],
+        "levels": [int(v) for _, p in sides for v in p.level], "sides": [s for s, p in sides for _ in p.word],
+        "stop_share": STOP_WORD_SHARE, "stop_min": STOP_WORD_MIN, "min_word_score": MIN_WORD_SCORE,
+        "word_candidates": WORD_CANDIDATES,
         "sha256": q.fp.sha256,
     }).fetchall()
     candidates: dict[int, Candidate] = {}

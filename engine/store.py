@@ -6,7 +6,6 @@ URI to that image (the same picture seen at another place) and nothing else.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
 import psycopg
@@ -50,9 +49,10 @@ def store(conn: psycopg.Connection, fp: Fingerprint, uri: str | None, metadata: 
                 if fp.keypoints is not None and len(fp.keypoints):
                     cur.execute(query("insert_keypoints"), {"image_id": image_id,
                                                             "data": kpmod.to_bytes(fp.keypoints)})
-                    counts = Counter(int(w) for w in kpmod.words(fp.keypoints))
-                    cur.executemany(query("insert_word"),
-                                    [(w, image_id, min(n, 32767)) for w, n in sorted(counts.items())])
+                    post = kpmod.postings(fp.keypoints)
+                    cur.execute(query("insert_postings"), {"image_id": image_id, "words": post.word.tolist(),
+                                                           "angles": post.angle.tolist(),
+                                                           "levels": post.level.tolist()})
         else:
             image_id = conn.execute(query("image_id_by_sha256"), {"sha256": fp.sha256}).fetchone()["id"]
         if uri:

@@ -60,8 +60,9 @@ values (%s, %s, %s, %s, %s, %s, %s, %s::bit(64));
 -- name: insert_keypoints
 insert into image_keypoints (image_id, data) values (%(image_id)s, %(data)s);
 
--- name: insert_word
-insert into keypoint_words (word, image_id, hits) values (%s, %s, %s);
+-- name: insert_postings
+insert into keypoint_words (word, image_id, angle, level)
+select w, %(image_id)s, a, l from unnest(%(words)s::int4[], %(angles)s::int2[], %(levels)s::int2[]) as t(w, a, l);
 
 -- name: delete_image
 delete from images where id = %(id)s returning id;
@@ -101,14 +102,45 @@ with hits as (
     from unnest(%(gv2)b::int4[], %(gj2)b::int4[], %(gq2)b::int8[]) as p(v, j, qh)
     join images i on i.g2 = p.v
     where bit_count((i.gh # p.qh)::bit(64)) <= (%(grr)b::int4[])[p.j + 1] and i.g2 = any(%(gu2)b::int4[])
+),
+-- Visual words, scored by weak geometric consistency: each shared word votes, weighted by its
+-- idf, for the (rotation, scale) change between the query's keypoint and the stored one, on
+-- two grids offset by half a bin; a candidate's score is its best bin (x10, as an integer).
+-- Document frequencies come from the postings read anyway; words in more than stop_share of
+-- the images (at least stop_min) carry no information and are skipped.
+q as (
+    select * from unnest(%(words)s::int4[], %(angles)s::int2[], %(levels)s::int2[], %(sides)s::int2[])
+        as q(word, angle, level, side)
+),
+p as (
+    select k.word, k.image_id, k.angle, k.level from keypoint_words k
+    where k.word = any(%(words)s::int4[])
+),
+df as (select word, count(distinct image_id) as df from p group by word),
+n as (select greatest(reltuples, 1) as images from pg_class where oid = 'images'::regclass),
+w as (
+    select q.*, ln(greatest(n.images, df.df + 1) / (df.df + 1)::real) + 0.1 as idf
+    from q join df using (word) cross join n
+    where df.df <= greatest(%(stop_share)s * n.images, %(stop_min)s)
+),
+votes as (
+    select p.image_id, w.side, s.shift,
+           ((p.angle - w.angle + 16 * s.shift) & 255) >> 5 as turn,
+           least(greatest((p.level - w.level + 64 + 2 * s.shift) >> 2, 0), 39) as zoom,
+           w.word, max(w.idf) as idf
+    from w join p using (word) cross join (values (0), (1)) as s(shift)
+    group by 1, 2, 3, 4, 5, 6
+),
+word_scores as (
+    select image_id, max(score) * 10 as score
+    from (select image_id, sum(idf) as score from votes group by image_id, side, shift, turn, zoom) b
+    group by image_id having max(score) >= %(min_word_score)s
 )
 select 'hash' as source, h.j as qno, h.image_id, h.region_no, r.kind, r.x0, r.y0, r.x1, r.y1, h.d as distance
 from hits h join regions r on r.image_id = h.image_id and r.region_no = h.region_no
 union all
-(select 'word', null, w.image_id, null, null, null, null, null, null, count(*)::int
- from keypoint_words w where w.word = any(%(words)s::int[])
- group by w.image_id having count(*) >= %(min_words)s
- order by count(*) desc limit %(word_candidates)s)
+select 'word', null, image_id, null, null, null, null, null, null, score::int
+from (select * from word_scores order by score desc limit %(word_candidates)s) best
 union all
 select 'sha', null, i.id, null, null, null, null, null, null, 0
 from images i where i.sha256 = %(sha256)s;

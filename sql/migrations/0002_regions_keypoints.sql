@@ -44,11 +44,14 @@ create table image_keypoints (
     data     bytea not null
 );
 
--- inverted lists: which images have a keypoint quantised to a visual word
+-- inverted lists: one row per stored keypoint, with its visual word, angle (0..255 for 0..360
+-- degrees) and pyramid level (engine.keypoints.postings). A query scores candidates by weak
+-- geometric consistency: shared words whose angle and level differences fall in one bin.
 create table keypoint_words (
-    word     integer not null,
-    image_id bigint  not null references images (id) on delete cascade,
-    hits     smallint not null default 1,
-    primary key (word, image_id)
+    word     integer  not null,
+    image_id bigint   not null references images (id) on delete cascade,
+    angle    smallint not null,
+    level    smallint not null
 );
+create index keypoint_words_word on keypoint_words (word) include (image_id, angle, level);
 create index keypoint_words_image on keypoint_words (image_id);
