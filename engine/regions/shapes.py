@@ -1,0 +1,128 @@
+"""Icon shapes: hashes of an object cut out of its background, whatever that background is.
+
+An icon stored with transparency is flattened onto white for its global hashes; the same icon
+flattened onto another colour (and recoloured, resized) has a different global pHash. Both sides
+therefore hash what does not depend on the background:
+
+- ``shape``: the pHash of the silhouette, an 'L' image, white = opaque. Stored side: the alpha
+  mask. Without alpha (a query, or a stored object photographed on a plain background): when at
+  least ``UNIFORM_BORDER`` of the border pixels share one colour, the pixels farther than
+  ``BACKGROUND_DISTANCE`` from it, median-filtered.
+- ``cutout``: the pHash of the object's grey pixels on a background of their own mean grey, so
+  that the background adds no edge; it keeps thin or hollow icons whose silhouettes say little
+  and tells apart icons of the same outline.
+
+Silhouettes such as a full square, a rounded square or a disc are shared by many icons: a mask
+whose pHash is within ``GENERIC_BITS`` of a rectangle, rounded rectangle or ellipse filling its
+bounding box gives no ``shape`` region (its ``cutout`` is kept).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .. import hashes
+from ..model import Box, Hash, Region
+
+WORK_SIDE = 512
+UNIFORM_BORDER = 0.6  # share of border pixels within BORDER_TOLERANCE of the median border colour
+BORDER_TOLERANCE = 12
+BACKGROUND_DISTANCE = 24  # a foreground pixel differs from the background by more (max over RGB)
+ALPHA_OPAQUE = 128
+MIN_FOREGROUND, MAX_FOREGROUND = 0.01, 0.95  # share of the image the object covers
+GENERIC_BITS = 8
+
+PHash = Callable[[Image.Image], Hash]
+
+
+def shape_regions(image: Image.Image, alpha_mask: Image.Image | None = None,
+                  phash: PHash = hashes.phash) -> list[Region]:
+    """'shape' and 'cutout' regions of an object on a transparent or plain background; [] otherwise."""
+    found = _foreground(image, alpha_mask)
+    if found is None:
+        return []
+    weight, grey = found
+    mask = weight >= 0.5
+    box = _bbox(mask)
+    regions = []
+    silhouette = phash(Image.fromarray(np.round(weight * 255).astype(np.uint8)))
+    if not _generic(mask, box, silhouette, phash):
+        regions.append(Region("shape", _fractions(box, mask.shape), silhouette))
+    mean = float((grey * weight).sum() / weight.sum())
+    cutout = grey * weight + mean * (1 - weight)
+    cutout_hash = phash(Image.fromarray(np.round(cutout).astype(np.uint8)))
+    regions.append(Region("cutout", _fractions(box, mask.shape), cutout_hash))
+    return regions
+
+
+def shape_hash(image: Image.Image, alpha_mask: Image.Image | None = None, phash: PHash = hashes.phash) -> Hash | None:
+    """The silhouette's pHash, or None when there is no object on a plain background or its shape is generic."""
+    return next((r.hash for r in shape_regions(image, alpha_mask, phash) if r.kind == "shape"), None)
+
+
+def foreground_mask(image: Image.Image, alpha_mask: Image.Image | None = None) -> np.ndarray | None:
+    """The object as a float array in [0, 1] (1 = object), at most WORK_SIDE px; None if there is none."""
+    found = _foreground(image, alpha_mask)
+    return None if found is None else found[0]
+
+
+# --- internals ----------------------------------------------------------------------------------
+
+
+def _foreground(image: Image.Image, alpha_mask: Image.Image | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(object weight in [0, 1], grey pixels as float), both at most WORK_SIDE px; None if no object."""
+    scale = min(1.0, WORK_SIDE / max(image.size))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    rgb = image.convert("RGB")
+    if scale < 1:
+        rgb = rgb.resize(size, Image.Resampling.BILINEAR)
+    grey = np.asarray(rgb.convert("L"), dtype=np.float64)
+    if alpha_mask is not None:
+        alpha = alpha_mask if scale == 1 else alpha_mask.resize(size, Image.Resampling.BILINEAR)
+        weight = np.asarray(alpha, dtype=np.float64) / 255
+    else:
+        weight = _mask_from_background(np.asarray(rgb))
+        if weight is None:
+            return None
+    share = (weight >= 0.5).mean()
+    if not MIN_FOREGROUND <= share <= MAX_FOREGROUND:
+        return None
+    return weight, grey
+
+
+def _mask_from_background(a: np.ndarray) -> np.ndarray | None:
+    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]).astype(np.int16)
+    colour = np.median(border, axis=0)
+    if (np.abs(border - colour).max(axis=1) <= BORDER_TOLERANCE).mean() < UNIFORM_BORDER:
+        return None
+    far = np.abs(a.astype(np.int16) - colour).max(axis=2) > BACKGROUND_DISTANCE
+    return cv2.medianBlur(far.astype(np.uint8) * 255, 3).astype(np.float64) / 255
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def _fractions(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> Box:
+    h, w = shape[:2]
+    return box[0] / w, box[1] / h, box[2] / w, box[3] / h
+
+
+def _generic(mask: np.ndarray, box: tuple[int, int, int, int], silhouette: Hash, phash: PHash) -> bool:
+    """Whether the silhouette hashes like a plain rectangle, rounded rectangle or ellipse in its box."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    r = int(0.2 * min(w, h))
+    rect, rounded, ellipse = (np.zeros(mask.shape, np.uint8) for _ in range(3))
+    rect[y0:y1, x0:x1] = 255
+    cv2.rectangle(rounded, (x0 + r, y0), (x1 - 1 - r, y1 - 1), 255, -1)
+    cv2.rectangle(rounded, (x0, y0 + r), (x1 - 1, y1 - 1 - r), 255, -1)
+    for cx, cy in ((x0 + r, y0 + r), (x1 - 1 - r, y0 + r), (x0 + r, y1 - 1 - r), (x1 - 1 - r, y1 - 1 - r)):
+        cv2.circle(rounded, (cx, cy), r, 255, -1)
+    cv2.ellipse(ellipse, ((x0 + x1) // 2, (y0 + y1) // 2), (w // 2, h // 2), 0, 0, 360, 255, -1)
+    return any(phash(Image.fromarray(m)) - silhouette <= GENERIC_BITS for m in (rect, rounded, ellipse))
