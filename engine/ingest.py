@@ -44,6 +44,13 @@ class IngestSummary:
                 "errors": self.failed}
 
 
+def _init_worker() -> None:
+    """One worker process per core: keep OpenCV from starting a thread pool in each of them."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def _fingerprint_file(path: Path) -> tuple[Path, Fingerprint | None, dict | None]:
     try:
         return path, fingerprint(path), None
@@ -62,7 +69,7 @@ def ingest_files(conn: psycopg.Connection, files: list[Path], workers: int | Non
         if workers == 1 or len(files) < 4:
             yield from map(_fingerprint_file, files)
             return
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
             yield from pool.map(_fingerprint_file, files, chunksize=4)
 
     for path, fp, error in results():
