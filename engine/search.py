@@ -27,9 +27,15 @@ from .queries import query
 FULL_BOX: Box = (0.0, 0.0, 1.0, 1.0)
 DEFAULT_RADIUS = 10  # pHash bits: a global pHash (in 8 rotations/flips) against stored global pHashes
 REGION_RADIUS = 6  # pHash bits: every query hash against every stored region (docs/bench-index.md)
+# Icon silhouettes and cut-outs vary more with the background they were flattened onto; they are
+# few (about one of each per image), so a wider radius costs little (bench/regions.py).
+KIND_RADIUS = {"shape": 8, "cutout": 8}
 GLOBAL_TRUSTED_BITS = 4  # a global pHash this close is a copy without further proof
 PDQ_CONFIRM_BITS = 56  # PDQ (256 bits) this close confirms a looser global pHash hit
-REGION_TRUSTED_BITS = 4  # a face/picture region this close, with texture, needs no features
+# A single textured face/picture region this close is proof enough (bench/regions.py: no wrong
+# image within 6 bits of any query region on the corpus); silhouettes need a second agreeing hit
+# unless (nearly) identical.
+REGION_TRUSTED_BITS = {"face": 6, "picture": 6, "shape": 2, "cutout": 2}
 WORD_CANDIDATES = 20  # images with the best visual-word scores that are verified (bench/keypoints.py)
 MIN_WORD_SCORE = 1
 STOP_WORD_SHARE = 0.02  # words in more than this share of the images are skipped ...
@@ -82,8 +88,8 @@ def lookup(conn: psycopg.Connection, q: QueryFingerprint, radius: int) -> dict[i
     qhs = query_hashes(q)
     sides = [(side, kpmod.postings(kp, mirror=side == 1))
              for side, kp in enumerate((q.fp.keypoints, q.mirrored_keypoints)) if kp is not None and len(kp)]
-    region_radius = min(radius, REGION_RADIUS)
-    region_probes = hamming.probes([h.hash.value for h in qhs], [region_radius] * len(qhs))
+    region_radii = [min(radius, KIND_RADIUS.get(h.kind, REGION_RADIUS)) for h in qhs]
+    region_probes = hamming.probes([h.hash.value for h in qhs], region_radii)
     global_qhs = [h for h in qhs if h.kind == "global"]
     global_probes = hamming.probes([h.hash.value for h in global_qhs], [radius] * len(global_qhs))
     rows = conn.execute(query("lookup"), {
@@ -179,7 +185,9 @@ def judge(q: QueryFingerprint, cand: Candidate, details: dict) -> Verdict | None
         sims = [from_boxes(_px(qh.box, qsize), _px(sbox, ssize)) for qh, _, sbox, _ in region_hits]
         sim, n = _agreeing(sims, ssize)
         bits = min(h[3] for h in region_hits)
-        if n >= 2 or bits <= REGION_TRUSTED_BITS:
+        trusted = any(h[3] <= REGION_TRUSTED_BITS.get(h[0].kind if h[0].kind != "global" else h[1], -1)
+                      for h in region_hits)
+        if n >= 2 or trusted:
             e = explain(qsize, ssize, sim)
             kinds = tuple(sorted({h[1] if h[0].kind == "global" else h[0].kind for h in region_hits}))
             return Verdict(e, score(distance_bits=bits, agreeing_regions=n), bits, kinds)
