@@ -82,8 +82,10 @@ def query_fingerprint(source: Path | str | bytes, *, name: str | None = None,
     fp, glob = _fingerprint_loaded(loaded, with_keypoints=False)
     t = time.perf_counter()
     # a query is described once, so it can afford more keypoints than a stored image
-    kp = keypoints.extract(loaded.image, keypoints.QUERY_FEATURES, keypoints.QUERY_WORKING_SIDE)
-    mirrored = keypoints.extract(loaded.image, keypoints.QUERY_FEATURES, keypoints.QUERY_WORKING_SIDE, mirror=True)
+    query_side = {"max_features": keypoints.QUERY_FEATURES, "working_side": keypoints.QUERY_WORKING_SIDE,
+                  "grid": keypoints.QUERY_GRID}
+    kp = keypoints.extract(loaded.image, **query_side)
+    mirrored = keypoints.extract(loaded.image, mirror=True, **query_side)
     fp = replace(fp, keypoints=kp)
     fp.timings["keypoints"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -37,6 +37,7 @@ MAX_FEATURES = 500  # stored per image: 19.5 KB packed, <= 500 postings (measure
 WORKING_SIDE = 768  # longer side of the image ORB sees (never upscaled)
 QUERY_FEATURES = 1000  # a query is described once: more keypoints find pictures pasted into it
 QUERY_WORKING_SIDE = 1024
+QUERY_GRID = 6  # a finer grid, so a smooth picture pasted onto busy texture keeps its keypoints
 GRID = 4  # GRID x GRID cells, each keeps its share of the strongest keypoints
 OVERSAMPLE = 4  # ORB is asked for OVERSAMPLE * max_features before bucketing
 SCALE_FACTOR = 1.3  # 8 pyramid levels span 6.3x: pastes and composites shrink pictures 2-3x
