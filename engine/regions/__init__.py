@@ -48,15 +48,15 @@ def find_regions(image: Image.Image, alpha_mask: Image.Image | None = None,
     """
     min_texture = MIN_TEXTURE if min_texture is None else min_texture
     clock = _Clock(timings)
-    faces = face_boxes(image)
+    grey = hashes.grey(image)  # one grey copy for faces, textures and hashing
+    faces = face_boxes(image, grey)
     clock.lap("faces")
     pictures, uncovered = find_pictures(image)
     clock.lap("pictures")
     shapes = shape_regions(image, alpha_mask, phash)
     clock.lap("shapes")
 
-    small = texture_image(image)
-    grey = hashes.grey(image)
+    small = texture_image(image, grey)
     regions: list[Region] = []
     for kind, boxes in (("face", faces), ("picture", pictures)):
         for box in boxes:
@@ -84,9 +84,10 @@ def texture(small_grey: np.ndarray, box: Box, inset: float | None = None) -> flo
     return float(small_grey[y0:y1, x0:x1].std())
 
 
-def texture_image(image: Image.Image) -> np.ndarray:
-    """The grey copy (longer side TEXTURE_SIDE) that :func:`texture` measures."""
-    g = hashes.grey(image)
+def texture_image(image: Image.Image, grey: Image.Image | None = None) -> np.ndarray:
+    """The grey copy (longer side TEXTURE_SIDE) that :func:`texture` measures (``grey``: the
+    image's :func:`engine.hashes.grey` copy, if already made)."""
+    g = hashes.grey(image) if grey is None else grey
     scale = min(1.0, TEXTURE_SIDE / max(g.size))
     if scale < 1:
         g = g.resize((max(1, round(g.width * scale)), max(1, round(g.height * scale))), Image.Resampling.BILINEAR)

@@ -52,9 +52,10 @@ def _cascade() -> cv2.CascadeClassifier:
     return cascade
 
 
-def detect_faces(image: Image.Image) -> list[FaceRect]:
-    """Frontal faces, largest first, at most ``MAX_FACES``, in pixels of ``image``."""
-    grey = np.asarray(image.convert("L"))
+def detect_faces(image: Image.Image, grey: Image.Image | None = None) -> list[FaceRect]:
+    """Frontal faces, largest first, at most ``MAX_FACES``, in pixels of ``image`` (``grey``: its
+    'L' copy, if already made)."""
+    grey = np.asarray(image.convert("L") if grey is None else grey)
     coarse = _coarse(grey)[:MAX_CANDIDATES]
     refined = [face for face in (_refine(grey, face) for face in coarse) if face is not None]
     refined.sort(key=lambda f: -f[2])
@@ -82,9 +83,9 @@ def face_squares(size: tuple[int, int], faces: list[FaceRect], scales: tuple[flo
     return boxes
 
 
-def face_boxes(image: Image.Image) -> list[Box]:
+def face_boxes(image: Image.Image, grey: Image.Image | None = None) -> list[Box]:
     """The face squares of ``image``: ``len(SCALES)`` boxes per face, largest face first."""
-    return face_squares(image.size, detect_faces(image))
+    return face_squares(image.size, detect_faces(image, grey))
 
 
 # --- internals ----------------------------------------------------------------------------------

@@ -260,11 +260,9 @@ def rectangle_boxes(a: np.ndarray, edges: tuple[np.ndarray, np.ndarray] | None =
     x0, x1 = _line_pairs(_lines(ev, min_run), w, MIN_RECT * w)
     if len(y0) == 0 or len(x0) == 0:
         return []
-    cum_h = np.concatenate([np.zeros((h - 1, 1), np.float32), np.cumsum(eh, axis=1, dtype=np.float32)], axis=1)
-    cum_v = np.concatenate([np.zeros((w - 1, 1), np.float32), np.cumsum(ev, axis=1, dtype=np.float32)], axis=1)
     # coverage of each side for every (row pair p, column pair q): arrays of shape (P, Q)
-    top, bottom = (_coverage(cum_h, ys, x0, x1, h) for ys in (y0, y1))
-    left, right = (_coverage(cum_v, xs, y0, y1, w).T for xs in (x0, x1))
+    top, bottom = (_coverage(eh, ys, x0, x1, h) for ys in (y0, y1))
+    left, right = (_coverage(ev, xs, y0, y1, w).T for xs in (x0, x1))
     width, height = (x1 - x0)[None, :].astype(np.float32), (y1 - y0)[:, None].astype(np.float32)
     sides = np.stack(np.broadcast_arrays(top, bottom, left, right))
     lengths = np.stack(np.broadcast_arrays(width, width, height, height))
@@ -296,33 +294,45 @@ def _edge_maps(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Step edges between neighbouring rows (h-1, w) and columns (w-1, h, transposed), thinned
     to the strongest of three neighbouring steps."""
 
-    def steps(x: np.ndarray) -> np.ndarray:  # max over RGB of |row i + 1 - row i|
-        d = cv2.absdiff(x[1:], x[:-1])
+    def steps(d: np.ndarray) -> np.ndarray:  # max over RGB of the absolute differences
         return cv2.max(cv2.max(d[..., 0], d[..., 1]), d[..., 2])
 
     def thin(g: np.ndarray) -> np.ndarray:
         p = np.pad(g, ((1, 1), (0, 0)))
         return (g >= EDGE_STEP) & (g >= p[:-2]) & (g >= p[2:])
 
-    return thin(steps(a)), thin(steps(np.ascontiguousarray(a.transpose(1, 0, 2))))
+    # columns: differences taken in place, only the one-channel result transposed (cheaper than the RGB copy)
+    across = cv2.transpose(np.ascontiguousarray(steps(cv2.absdiff(a[:, 1:], a[:, :-1]))))
+    return thin(steps(cv2.absdiff(a[1:], a[:-1]))), thin(across)
 
 
 def _lines(edges: np.ndarray, min_run: int) -> list[int]:
     """Indices of the lines holding runs of edge pixels at least ``min_run`` long, longest first."""
     closed = cv2.morphologyEx(edges.astype(np.uint8), cv2.MORPH_CLOSE,
                               cv2.getStructuringElement(cv2.MORPH_RECT, (RUN_GAP, 1)))
-    total: dict[int, int] = {}
-    for i in np.flatnonzero(closed.sum(axis=1) >= min_run).tolist():
-        runs = [e - s for s, e in _runs(closed[i] > 0) if e - s >= min_run]
-        if runs:
-            total[i] = sum(runs)
-    return sorted(total, key=lambda i: -total[i])[:MAX_LINES]
+    rows = np.flatnonzero(closed.sum(axis=1) >= min_run)
+    if len(rows) == 0:
+        return []
+    flags = np.zeros((len(rows), closed.shape[1] + 2), np.int8)
+    flags[:, 1:-1] = closed[rows] > 0
+    d = np.diff(flags, axis=1)
+    sr, sc = np.nonzero(d == 1)  # run starts and ends, row-major: the k-th start pairs with the k-th end
+    _, ec = np.nonzero(d == -1)
+    length = ec - sc
+    long = length >= min_run
+    total = np.bincount(sr[long], weights=length[long], minlength=len(rows))
+    keep = np.flatnonzero(total > 0)
+    order = keep[np.argsort(-total[keep], kind="stable")]
+    return rows[order][:MAX_LINES].tolist()
 
 
-def _coverage(cum: np.ndarray, line: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
+def _coverage(edges: np.ndarray, line: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
     """Share of edge pixels on each ``line`` between pixels lo + 1 .. hi, for every line (rows) and
     every (lo, hi) pair (columns); -1 for lines on the image border."""
-    rows = cum[np.clip(line, 0, n - 2)]
+    lines, which = np.unique(np.clip(line, 0, n - 2), return_inverse=True)
+    cum = np.zeros((len(lines), edges.shape[1] + 1), np.float32)  # cumulative sums of the lines used only
+    np.cumsum(edges[lines], axis=1, dtype=np.float32, out=cum[:, 1:])
+    rows = cum[which.reshape(-1)]
     share = (rows[:, hi + 1] - rows[:, lo + 1]) / np.maximum(1, hi - lo)[None, :]
     return np.where(((line < 0) | (line >= n - 1))[:, None], -1.0, share).astype(np.float32)
 

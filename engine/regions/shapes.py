@@ -77,10 +77,9 @@ def _foreground(image: Image.Image, alpha_mask: Image.Image | None) -> tuple[np.
     """(object weight in [0, 1], grey pixels as float), both at most WORK_SIDE px; None if no object."""
     scale = min(1.0, WORK_SIDE / max(image.size))
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    rgb = image.convert("RGB")
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
     if scale < 1:
         rgb = rgb.resize(size, Image.Resampling.BILINEAR)
-    grey = np.asarray(rgb.convert("L"), dtype=np.float64)
     if alpha_mask is not None:
         alpha = alpha_mask if scale == 1 else alpha_mask.resize(size, Image.Resampling.BILINEAR)
         weight = np.asarray(alpha, dtype=np.float64) / 255
@@ -91,7 +90,7 @@ def _foreground(image: Image.Image, alpha_mask: Image.Image | None) -> tuple[np.
     share = (weight >= 0.5).mean()
     if not MIN_FOREGROUND <= share <= MAX_FOREGROUND:
         return None
-    return weight, grey
+    return weight, np.asarray(rgb.convert("L"), dtype=np.float64)  # only made when there is an object
 
 
 def _mask_from_background(a: np.ndarray) -> np.ndarray | None:
