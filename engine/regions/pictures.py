@@ -207,7 +207,11 @@ def _bar_depth(a: np.ndarray, edges: np.ndarray, canvas: np.ndarray | None = Non
     colour = np.median(a[0], axis=0)
     if canvas is not None and np.abs(colour - canvas).max() <= BAR_COLOUR_TOLERANCE:
         return 0
-    share = _near(a[: int(BAR_MAX * n) + 2], colour, BAR_COLOUR_TOLERANCE).mean(axis=1)
+    top = a[: int(BAR_MAX * n) + 2]
+    if abs(top.strides[0]) < abs(top.strides[1]):  # a transposed view (left / right bars): test the pixels in place
+        share = _near(top.transpose(1, 0, 2), colour, BAR_COLOUR_TOLERANCE).mean(axis=0)
+    else:
+        share = _near(top, colour, BAR_COLOUR_TOLERANCE).mean(axis=1)
     depth = int(np.argmin(share >= BAR_ROW_SHARE)) if (share < BAR_ROW_SHARE).any() else len(share)
     if not BAR_MIN * n <= depth <= BAR_MAX * n:
         return 0
