@@ -319,12 +319,11 @@ def _lines(edges: np.ndarray, min_run: int) -> list[int]:
         return []
     flags = np.zeros((len(rows), closed.shape[1] + 2), np.int8)
     flags[:, 1:-1] = closed[rows] > 0
-    d = np.diff(flags, axis=1)
-    sr, sc = np.nonzero(d == 1)  # run starts and ends, row-major: the k-th start pairs with the k-th end
-    _, ec = np.nonzero(d == -1)
-    length = ec - sc
+    d = np.diff(flags.ravel())  # rows are padded with 0 at both ends, so no run crosses from one row to the next
+    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)  # the k-th start pairs with the k-th end
+    length = ends - starts
     long = length >= min_run
-    total = np.bincount(sr[long], weights=length[long], minlength=len(rows))
+    total = np.bincount(starts[long] // flags.shape[1], weights=length[long], minlength=len(rows))
     keep = np.flatnonzero(total > 0)
     order = keep[np.argsort(-total[keep], kind="stable")]
     return rows[order][:MAX_LINES].tolist()
