@@ -16,6 +16,7 @@ import psycopg
 from .errors import ImgsearchError
 from .fingerprint import fingerprint
 from .model import Fingerprint
+from .queries import query
 from .store import store
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -83,4 +84,7 @@ def ingest_files(conn: psycopg.Connection, files: list[Path], workers: int | Non
             summary.failed.append(error)
         if progress is not None:
             progress(1)
+    if summary.added:  # fresh statistics: the word scores' idf reads the planner's image count
+        conn.execute(query("analyze_tables"))
+        conn.commit()
     return summary

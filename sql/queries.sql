@@ -64,6 +64,9 @@ insert into image_keypoints (image_id, data) values (%(image_id)s, %(data)s);
 insert into keypoint_words (word, image_id, angle, level)
 select w, %(image_id)s, a, l from unnest(%(words)s::int4[], %(angles)s::int2[], %(levels)s::int2[]) as t(w, a, l);
 
+-- name: analyze_tables
+analyze images, regions, keypoint_words;
+
 -- name: delete_image
 delete from images where id = %(id)s returning id;
 
@@ -117,7 +120,12 @@ p as (
     where k.word = any(%(words)s::int4[])
 ),
 df as (select word, count(distinct image_id) as df from p group by word),
-n as (select greatest(reltuples, 1) as images from pg_class where oid = 'images'::regclass),
+-- the number of images: the planner's estimate, but never less than the images the postings
+-- name (before the first ANALYZE the estimate is -1, and idf would be flat)
+n as (
+    select greatest(c.reltuples, (select count(distinct image_id) from p), 1) as images
+    from pg_class c where c.oid = 'images'::regclass
+),
 w as (
     select q.*, ln(greatest(n.images, df.df + 1) / (df.df + 1)::real) + 0.1 as idf
     from q join df using (word) cross join n
