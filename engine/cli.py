@@ -65,7 +65,7 @@ def cmd_db(args: argparse.Namespace) -> int:
         f"server version:  PostgreSQL {info['server_version']}",
         f"pgvector:        {info['pgvector_version']}",
         f"schema version:  {info['schema_version']} (latest {info['latest_schema_version']})",
-        *(f"{name + ':':<17}{count}" for name, count in info["counts"].items()),
+        *(f"{name.replace('_', ' ') + ':':<17}{count}" for name, count in info["counts"].items()),
     ]
     emit(info, args.json, "\n".join(lines))
     return 0
