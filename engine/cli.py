@@ -60,13 +60,14 @@ def cmd_db(args: argparse.Namespace) -> int:
         info = db.status(conn)
     info["data"] = str(server.pgdata) if settings.embedded else "external (DATABASE_URL)"
     info["embedded"] = settings.embedded
-    lines = [
-        f"database:        {info['data']}",
-        f"server version:  PostgreSQL {info['server_version']}",
-        f"pgvector:        {info['pgvector_version']}",
-        f"schema version:  {info['schema_version']} (latest {info['latest_schema_version']})",
-        *(f"{name.replace('_', ' ') + ':':<17}{count}" for name, count in info["counts"].items()),
+    rows = [
+        ("database", info["data"]),
+        ("server version", f"PostgreSQL {info['server_version']}"),
+        ("pgvector", info["pgvector_version"]),
+        ("schema version", f"{info['schema_version']} (latest {info['latest_schema_version']})"),
+        *((name.replace("_", " "), count) for name, count in info["counts"].items()),
     ]
+    lines = [f"{label + ':':<24}{value}" for label, value in rows]
     emit(info, args.json, "\n".join(lines))
     return 0
 
