@@ -20,24 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
+from engine.hashes import dihedral
 from engine.model import Hash
 from engine.pdq import DIHEDRAL_NAMES, REFERENCE_DIHEDRAL_ORDER, pdq_dihedral, pdq_hash
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
-
-TRANSFORMS: dict[str, Callable[[Image.Image], Image.Image]] = {
-    "identity": lambda im: im,
-    "rot90": lambda im: im.rotate(90, expand=True),
-    "rot180": lambda im: im.rotate(180, expand=True),
-    "rot270": lambda im: im.rotate(270, expand=True),
-    "mirror": ImageOps.mirror,
-    "mirror_rot90": lambda im: ImageOps.mirror(im).rotate(90, expand=True),
-    "mirror_rot180": lambda im: ImageOps.mirror(im).rotate(180, expand=True),
-    "mirror_rot270": lambda im: ImageOps.mirror(im).rotate(270, expand=True),
-}
-
 
 def reference():
     try:
@@ -99,8 +88,9 @@ def main() -> None:
         if mp >= 0.7:
             ours_ms_1mp.append(ours_ms[-1])
 
-        for name, transform in TRANSFORMS.items():
-            vs_transformed[name].append(variants[name] - pdq_hash(transform(image))[0])
+        moved_images = dict(dihedral(image))
+        for name, moved_image in moved_images.items():
+            vs_transformed[name].append(variants[name] - pdq_hash(moved_image)[0])
 
         if pdqhash is None:
             continue
@@ -114,7 +104,7 @@ def main() -> None:
         ref_variants, _ = pdqhash.compute_dihedral(rgb)
         for name, vec in zip(REFERENCE_DIHEDRAL_ORDER, ref_variants, strict=True):
             vs_reference_dihedral[name].append(variants[name] - Hash.from_bools(vec))
-            moved = np.ascontiguousarray(np.asarray(TRANSFORMS[name](image)))
+            moved = np.ascontiguousarray(np.asarray(moved_images[name]))
             reference_vs_transformed[name].append(Hash.from_bools(vec) - Hash.from_bools(pdqhash.compute(moved)[0]))
         reference_ms.append(best_time(lambda rgb=rgb: pdqhash.compute(np.asarray(rgb)), args.repeat))
         if mp >= 0.7:

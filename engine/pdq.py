@@ -45,6 +45,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
+from engine.hashes import DIHEDRAL_NAMES  # the engine's names for the 8 rotations/flips
 from engine.model import Hash
 
 BITS = 256
@@ -54,17 +55,6 @@ MIN_HASHABLE_DIM = 5  # smaller images hash to 0 with quality 0, as in the refer
 STRIP_BYTES = 1 << 22  # PIL images are converted to numpy 4 MB at a time
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-DIHEDRAL_NAMES = (
-    "identity",
-    "rot90",
-    "rot180",
-    "rot270",
-    "mirror",
-    "mirror_rot90",
-    "mirror_rot180",
-    "mirror_rot270",
-)
 
 # pdqhash.compute_dihedral / the reference's pdqDihedralHash256esFromFloatLuma order, in our names.
 REFERENCE_DIHEDRAL_ORDER = (
