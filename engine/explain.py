@@ -101,36 +101,26 @@ def _polygon_area(poly: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
-def _clip_to_rect(poly: np.ndarray, w: float, h: float) -> np.ndarray:
-    """Sutherland-Hodgman: the part of a convex polygon inside [0,w] x [0,h]."""
-    def clip(points, inside, cross):
+def clip_to_rect(poly: np.ndarray, w: float, h: float) -> np.ndarray:
+    """Sutherland-Hodgman: the part of a convex polygon (n, 2) inside [0, w] x [0, h]."""
+    poly = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+    for axis, limit, keep_below in ((0, 0.0, False), (0, w, True), (1, 0.0, False), (1, h, True)):
+        if len(poly) == 0:
+            break
         out = []
-        for i, cur in enumerate(points):
-            prev = points[i - 1]
-            if inside(cur):
-                if not inside(prev):
-                    out.append(cross(prev, cur))
-                out.append(cur)
-            elif inside(prev):
-                out.append(cross(prev, cur))
-        return out
-
-    def at_x(x):
-        return lambda p, q: (x, p[1] + (q[1] - p[1]) * (x - p[0]) / (q[0] - p[0]))
-
-    def at_y(y):
-        return lambda p, q: (p[0] + (q[0] - p[0]) * (y - p[1]) / (q[1] - p[1]), y)
-
-    pts = [tuple(p) for p in poly]
-    for inside, cross in ((lambda p: p[0] >= 0, at_x(0.0)), (lambda p: p[0] <= w, at_x(w)),
-                          (lambda p: p[1] >= 0, at_y(0.0)), (lambda p: p[1] <= h, at_y(h))):
-        pts = clip(pts, inside, cross)
-        if not pts:
-            return np.zeros((0, 2))
-    return np.array(pts, dtype=np.float64)
+        for i in range(len(poly)):
+            a, b = poly[i - 1], poly[i]
+            ina = a[axis] <= limit if keep_below else a[axis] >= limit
+            inb = b[axis] <= limit if keep_below else b[axis] >= limit
+            if ina != inb:
+                out.append(a + (b - a) * (limit - a[axis]) / (b[axis] - a[axis]))
+            if inb:
+                out.append(b)
+        poly = np.array(out, dtype=np.float64).reshape(-1, 2)
+    return poly
 
 
-def _bbox_fraction(poly: np.ndarray, w: float, h: float) -> Box:
+def bbox_fraction(poly: np.ndarray, w: float, h: float) -> Box:
     if len(poly) == 0:
         return (0.0, 0.0, 0.0, 0.0)
     x0, y0 = poly.min(axis=0)
@@ -155,8 +145,8 @@ def explain(query_size: tuple[int, int], stored_size: tuple[int, int], sim: Simi
     """Relation and shared boxes for a query of `query_size` mapped into a stored image by `sim`."""
     qw, qh = query_size
     sw, sh = stored_size
-    in_stored = _clip_to_rect(sim.apply(_frame(qw, qh)), sw, sh)
-    in_query = _clip_to_rect(sim.inverse().apply(_frame(sw, sh)), qw, qh)
+    in_stored = clip_to_rect(sim.apply(_frame(qw, qh)), sw, sh)
+    in_query = clip_to_rect(sim.inverse().apply(_frame(sw, sh)), qw, qh)
     query_covered = _polygon_area(in_query) / (qw * qh)
     target_covered = _polygon_area(in_stored) / (sw * sh)
     if query_covered >= FULL and target_covered >= FULL:
@@ -169,8 +159,8 @@ def explain(query_size: tuple[int, int], stored_size: tuple[int, int], sim: Simi
         relation = "composite"
     return Explanation(
         relation=relation,
-        query_box=_bbox_fraction(in_query, qw, qh),
-        target_box=_bbox_fraction(in_stored, sw, sh),
+        query_box=bbox_fraction(in_query, qw, qh),
+        target_box=bbox_fraction(in_stored, sw, sh),
         query_covered=round(min(1.0, query_covered), 4),
         target_covered=round(min(1.0, target_covered), 4),
         mirrored=sim.mirrored,

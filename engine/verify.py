@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .explain import bbox_fraction, clip_to_rect
 from .model import Box, Keypoints
 
 MIN_INLIERS = 12  # distinct inliers to accept: see bench/keypoints.py (no false pair reached it)
@@ -145,40 +146,14 @@ def _on_one_curve(xy: np.ndarray, size: tuple[int, int]) -> float:
     return float(max(line.mean(), circle.mean()))
 
 
-def _clip(poly: np.ndarray, w: float, h: float) -> np.ndarray:
-    """Sutherland-Hodgman: the polygon (n, 2) clipped to the rectangle [0, w] x [0, h]."""
-    for axis, limit, keep_below in ((0, 0.0, False), (0, w, True), (1, 0.0, False), (1, h, True)):
-        if len(poly) == 0:
-            break
-        out = []
-        for i in range(len(poly)):
-            a, b = poly[i - 1], poly[i]
-            ina = a[axis] <= limit if keep_below else a[axis] >= limit
-            inb = b[axis] <= limit if keep_below else b[axis] >= limit
-            if ina != inb:
-                out.append(a + (b - a) * (limit - a[axis]) / (b[axis] - a[axis]))
-            if inb:
-                out.append(b)
-        poly = np.array(out).reshape(-1, 2)
-    return poly
-
-
-def _box(points: np.ndarray, size: tuple[int, int]) -> Box:
-    w, h = size
-    x0, y0 = points.min(axis=0)
-    x1, y1 = points.max(axis=0)
-    return (round(float(np.clip(x0 / w, 0, 1)), 4), round(float(np.clip(y0 / h, 0, 1)), 4),
-            round(float(np.clip(x1 / w, 0, 1)), 4), round(float(np.clip(y1 / h, 0, 1)), 4))
-
-
 def shared_boxes(transform: Transform, query_size: tuple[int, int], stored_size: tuple[int, int]) -> tuple[Box, Box]:
     """(query_box, stored_box): the overlap of the two frames, in each image."""
     qw, qh = query_size
     frame = np.array([[0, 0], [qw, 0], [qw, qh], [0, qh]], dtype=np.float64)
-    overlap = _clip(transform.apply(frame), *stored_size)
+    overlap = clip_to_rect(transform.apply(frame), *stored_size)
     if len(overlap) < 3:
         return (0.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 0.0)
-    return _box(transform.invert(overlap), query_size), _box(overlap, stored_size)
+    return bbox_fraction(transform.invert(overlap), *query_size), bbox_fraction(overlap, *stored_size)
 
 
 def verify(query: Keypoints, stored: Keypoints, min_inliers: int = MIN_INLIERS, seed: int = 0) -> Verification | None:
