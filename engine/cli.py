@@ -7,6 +7,7 @@ Every command prints readable text, or JSON with ``--json``. Exit codes: 0 all w
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Callable
@@ -17,14 +18,22 @@ from .config import load_settings
 from .embedded import EmbeddedServer
 from .errors import ConfigError, DatabaseError, ImgsearchError
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+Configure = Callable[[argparse.ArgumentParser], None]
+COMMANDS: dict[str, tuple[str, Configure, Callable[[argparse.Namespace], int]]] = {}
 
 
-def command(name: str):
+def command(name: str, help: str, configure: Configure = lambda p: None):  # noqa: A002 - argparse's word
+    """Register a subcommand: its help line, a function adding its arguments, and the function
+    that runs it. Commands of other areas live in their own modules (``cli_*.py``) and register
+    themselves the same way; ``build_parser`` imports them."""
     def register(fn):
-        COMMANDS[name] = fn
+        COMMANDS[name] = (help, configure, fn)
         return fn
     return register
+
+
+def json_flag(p: argparse.ArgumentParser, help: str = "machine-readable output") -> None:  # noqa: A002
+    p.add_argument("--json", action="store_true", help=help)
 
 
 def emit(obj: dict, as_json: bool, text: str | None = None) -> None:
@@ -35,7 +44,8 @@ def emit(obj: dict, as_json: bool, text: str | None = None) -> None:
 
 
 # --- db --------------------------------------------------------------------------------------
-@command("db")
+@command("db", "manage the database: start|stop|status|migrate", lambda p: (
+    p.add_argument("action", choices=["start", "stop", "status", "migrate"]), json_flag(p)))
 def cmd_db(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.action in ("start", "stop") and not settings.embedded:
@@ -86,7 +96,8 @@ def read_source(arg: str) -> tuple[Path | bytes, str]:
 
 
 # --- hash ------------------------------------------------------------------------------------
-@command("hash")
+@command("hash", "print the fingerprint of image files or URLs", lambda p: (
+    p.add_argument("files", nargs="+"), json_flag(p, "one JSON object per line")))
 def cmd_hash(args: argparse.Namespace) -> int:
     from .fingerprint import fingerprint, to_json
 
@@ -110,7 +121,13 @@ def cmd_hash(args: argparse.Namespace) -> int:
 
 
 # --- ingest ----------------------------------------------------------------------------------
-@command("ingest")
+def _ingest_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    json_flag(p, "print a machine-readable summary")
+
+
+@command("ingest", "store images from files and folders", _ingest_arguments)
 def cmd_ingest(args: argparse.Namespace) -> int:
     from .ingest import ingest_files, iter_image_files
 
@@ -139,7 +156,15 @@ def _match_line(m) -> str:
     return f"  {m.score:>3}  {m.relation + flags:<26} id={m.id:<6} at [{box}]  {m.uri}"
 
 
-@command("search")
+def _search_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("queries", nargs="+")
+    p.add_argument("--limit", type=int, default=10)
+    p.add_argument("--min-score", type=int, default=0)
+    p.add_argument("--radius", type=int, default=None, help="Hamming radius for pHash look-ups (default 10)")
+    json_flag(p, "one JSON object per query per line")
+
+
+@command("search", "find stored images related to image files or URLs", _search_arguments)
 def cmd_search(args: argparse.Namespace) -> int:
     from .fingerprint import query_fingerprint
     from .search import DEFAULT_RADIUS, search
@@ -165,7 +190,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 # --- demo ------------------------------------------------------------------------------------
-@command("demo")
+@command("demo", "ingest the bundled sample photos and search with crops, mirrors, composites")
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -174,39 +199,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# Modules holding the commands of other areas (each registers itself with @command on import).
+AREA_MODULES: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
+    for module in AREA_MODULES:
+        importlib.import_module(f"{__package__}.{module}")
     parser = argparse.ArgumentParser(prog="imgsearch", description="Reverse image search on PostgreSQL.")
     parser.add_argument("--version", action="version", version=f"imgsearch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("db", help="manage the database: start|stop|status|migrate")
-    p.add_argument("action", choices=["start", "stop", "status", "migrate"])
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-
-    p = sub.add_parser("hash", help="print the fingerprint of image files or URLs")
-    p.add_argument("files", nargs="+")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-
-    p = sub.add_parser("ingest", help="store images from files and folders")
-    p.add_argument("paths", nargs="+")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
-    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
-
-    p = sub.add_parser("search", help="find stored images related to image files or URLs")
-    p.add_argument("queries", nargs="+")
-    p.add_argument("--limit", type=int, default=10)
-    p.add_argument("--min-score", type=int, default=0)
-    p.add_argument("--radius", type=int, default=None, help="Hamming radius for pHash look-ups (default 10)")
-    p.add_argument("--json", action="store_true", help="one JSON object per query per line")
-
-    sub.add_parser("demo", help="ingest the bundled sample photos and search with crops, mirrors, composites")
+    for name, (help_line, configure, _run) in COMMANDS.items():
+        configure(sub.add_parser(name, help=help_line, description=help_line))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command][2](args)
     except ImgsearchError as exc:
         print(f"imgsearch: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
