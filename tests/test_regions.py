@@ -105,6 +105,16 @@ def test_a_face_crop_shares_a_region_with_its_source(name, margin):
     assert closest(all_hashes(query), all_hashes(src)) <= 8
 
 
+def test_faces_are_found_the_same_from_several_threads_at_once():
+    """The HTTP server fingerprints in threads; OpenCV's cascade must not be shared between them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [load(name) for name in PORTRAITS] * 4
+    serial = [faces_mod.detect_faces(im) for im in images]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(faces_mod.detect_faces, images)) == serial
+
+
 def test_face_regions_hash_their_boxes():
     im = load(PORTRAITS[0])
     regions = [r for r in find_regions(im) if r.kind == "face"]

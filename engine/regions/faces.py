@@ -19,7 +19,7 @@ and compares them with the stored ones. Measured on the benchmark corpus (bench/
 
 from __future__ import annotations
 
-from functools import lru_cache
+import threading
 
 import cv2
 import numpy as np
@@ -28,10 +28,10 @@ from PIL import Image
 from ..model import Box
 
 CASCADE = "haarcascade_frontalface_default.xml"
-DETECT_SHORT_SIDE = 480  # the grey copy's shorter side (longer side at most twice that)
+DETECT_SHORT_SIDE = 560  # the grey copy's shorter side (longer side at most twice that)
 MIN_FACE_FRACTION = 1 / 12  # faces smaller than this share of the shorter side are ignored
-COARSE_SCALE_FACTOR = 1.2
-COARSE_MIN_NEIGHBORS = 5
+COARSE_SCALE_FACTOR = 1.3
+COARSE_MIN_NEIGHBORS = 2  # a loose coarse pass: the refinement rejects what is not a face
 REFINE_FACE_PX = 64  # the face's width when it is detected again
 REFINE_WINDOW = 1.5  # the window around the face, in face widths
 REFINE_SCALE_FACTOR = 1.05
@@ -43,12 +43,18 @@ SCALES = (1.2, 1.5)  # square sides in face-box widths
 FaceRect = tuple[float, float, float, float]  # x, y, width, height in pixels of the image
 
 
-@lru_cache(maxsize=1)
+_local = threading.local()
+
+
 def _cascade() -> cv2.CascadeClassifier:
-    """The cascade, loaded once per process (a few ms, and not thread-safe to share less)."""
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)
-    if cascade.empty():
-        raise RuntimeError(f"cannot load the OpenCV cascade {CASCADE}")
+    """The cascade, loaded once per thread (a few ms): a CascadeClassifier is not thread-safe,
+    and two threads detecting with one (the HTTP server's) fail an OpenCV assertion."""
+    cascade = getattr(_local, "cascade", None)
+    if cascade is None:
+        cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)
+        if cascade.empty():
+            raise RuntimeError(f"cannot load the OpenCV cascade {CASCADE}")
+        _local.cascade = cascade
     return cascade
 
 
