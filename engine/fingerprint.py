@@ -25,8 +25,8 @@ from .regions import find_regions
 WORKING_SIDE = 1024
 
 
-def _fingerprint_loaded(loaded: LoadedImage,
-                        with_keypoints: bool = True) -> tuple[Fingerprint, hashes.GlobalHashes]:
+def _fingerprint_loaded(loaded: LoadedImage, with_keypoints: bool = True,
+                        query: bool = False) -> tuple[Fingerprint, hashes.GlobalHashes]:
     timings: dict[str, float] = {}
     t = time.perf_counter()
 
@@ -37,7 +37,7 @@ def _fingerprint_loaded(loaded: LoadedImage,
         t = now
 
     image = loaded.image
-    glob = hashes.global_hashes(image)
+    glob = hashes.global_hashes(image, with_dihedral=query)
     lap("global_hashes")
     pdq_hash, pdq_quality = pdq.pdq_hash(image)
     lap("pdq")
@@ -45,7 +45,7 @@ def _fingerprint_loaded(loaded: LoadedImage,
     lap("regions")
     kp = keypoints.extract(image) if with_keypoints else None
     lap("keypoints")
-    thumb = thumbnail_jpeg(image)
+    thumb = None if query else thumbnail_jpeg(image)  # a query is not stored: no preview needed
     lap("thumbnail")
     fp = Fingerprint(
         sha256=loaded.sha256, width=loaded.width, height=loaded.height, format=loaded.format,
@@ -79,13 +79,12 @@ class QueryFingerprint:
 def query_fingerprint(source: Path | str | bytes, *, name: str | None = None,
                       settings: Settings | None = None) -> QueryFingerprint:
     loaded = load_image(source, name=name, settings=settings, target_size=WORKING_SIDE)
-    fp, glob = _fingerprint_loaded(loaded, with_keypoints=False)
+    fp, glob = _fingerprint_loaded(loaded, with_keypoints=False, query=True)
     t = time.perf_counter()
     # a query is described once, so it can afford more keypoints than a stored image
     query_side = {"max_features": keypoints.QUERY_FEATURES, "working_side": keypoints.QUERY_WORKING_SIDE,
                   "grid": keypoints.QUERY_GRID}
-    kp = keypoints.extract(loaded.image, **query_side)
-    mirrored = keypoints.extract(loaded.image, mirror=True, **query_side)
+    kp, mirrored = keypoints.extract_with_mirror(loaded.image, **query_side)
     fp = replace(fp, keypoints=kp)
     fp.timings["keypoints"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -68,7 +68,7 @@ class GlobalHashes:
     ahash: Hash
     dhash: Hash
     phash: Hash
-    dihedral: tuple[Hash, ...]  # pHashes in DIHEDRAL_NAMES order; dihedral[0] == phash
+    dihedral: tuple[Hash, ...]  # pHashes in DIHEDRAL_NAMES order (or the pHash alone); dihedral[0] == phash
 
     def dihedral_by_name(self) -> dict[str, Hash]:
         return dict(zip(DIHEDRAL_NAMES, self.dihedral, strict=True))
@@ -91,10 +91,12 @@ def phash(img: Image.Image) -> Hash:
     return _phash_stack(_resized(grey(img), (PHASH_SIDE, PHASH_SIDE))[None])[0]
 
 
-def global_hashes(img: Image.Image) -> GlobalHashes:
-    """aHash, dHash, pHash and the 8 dihedral pHashes, converting to greyscale once."""
+def global_hashes(img: Image.Image, with_dihedral: bool = True) -> GlobalHashes:
+    """aHash, dHash, pHash and (for queries) the 8 dihedral pHashes, converting to greyscale once.
+    Without ``with_dihedral`` (stored images need only the pHash) ``dihedral`` holds the pHash alone."""
     g = grey(img)
-    dihedral = _phash_stack(_dihedral_arrays(g))
+    arrays = _dihedral_arrays(g) if with_dihedral else _resized(g, (PHASH_SIDE, PHASH_SIDE))[None]
+    dihedral = _phash_stack(arrays)
     return GlobalHashes(ahash=_ahash(g), dhash=_dhash(g), phash=dihedral[0], dihedral=tuple(dihedral))
 
 

@@ -31,6 +31,7 @@ from ..model import Box, Hash, Region
 WORK_SIDE = 512
 UNIFORM_BORDER = 0.6  # share of border pixels within BORDER_TOLERANCE of the median border colour
 BORDER_TOLERANCE = 12
+PRECHECK_SLACK = 0.2  # the full-size border may be this much less uniform than the resized one
 BACKGROUND_DISTANCE = 24  # a foreground pixel differs from the background by more (max over RGB)
 ALPHA_OPAQUE = 128
 MIN_FOREGROUND, MAX_FOREGROUND = 0.01, 0.95  # share of the image the object covers
@@ -78,6 +79,8 @@ def _foreground(image: Image.Image, alpha_mask: Image.Image | None) -> tuple[np.
     scale = min(1.0, WORK_SIDE / max(image.size))
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     rgb = image if image.mode == "RGB" else image.convert("RGB")
+    if alpha_mask is None and _uniform_share(_edge_pixels(rgb)) < UNIFORM_BORDER - PRECHECK_SLACK:
+        return None  # a photo: its border is far from one colour even before resizing (cheap exit)
     if scale < 1:
         rgb = rgb.resize(size, Image.Resampling.BILINEAR)
     if alpha_mask is not None:
@@ -93,10 +96,23 @@ def _foreground(image: Image.Image, alpha_mask: Image.Image | None) -> tuple[np.
     return weight, np.asarray(rgb.convert("L"), dtype=np.float64)  # only made when there is an object
 
 
+def _edge_pixels(rgb: Image.Image) -> np.ndarray:
+    """The outermost rows and columns of an RGB image, as (n, 3) int16, without converting the rest."""
+    w, h = rgb.size
+    strips = [rgb.crop(box) for box in ((0, 0, w, 1), (0, h - 1, w, h), (0, 0, 1, h), (w - 1, 0, w, h))]
+    return np.concatenate([np.asarray(strip).reshape(-1, 3) for strip in strips]).astype(np.int16)
+
+
+def _uniform_share(border: np.ndarray) -> float:
+    """Share of the border pixels within BORDER_TOLERANCE of their median colour."""
+    colour = np.median(border, axis=0)
+    return float((np.abs(border - colour).max(axis=1) <= BORDER_TOLERANCE).mean())
+
+
 def _mask_from_background(a: np.ndarray) -> np.ndarray | None:
     border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]).astype(np.int16)
     colour = np.median(border, axis=0)
-    if (np.abs(border - colour).max(axis=1) <= BORDER_TOLERANCE).mean() < UNIFORM_BORDER:
+    if _uniform_share(border) < UNIFORM_BORDER:
         return None
     far = np.abs(a.astype(np.int16) - colour).max(axis=2) > BACKGROUND_DISTANCE
     return cv2.medianBlur(far.astype(np.uint8) * 255, 3).astype(np.float64) / 255
