@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import psycopg
@@ -26,6 +27,10 @@ from .queries import query
 
 FULL_BOX: Box = (0.0, 0.0, 1.0, 1.0)
 DEFAULT_RADIUS = 10  # pHash bits: a global pHash (in 8 rotations/flips) against stored global pHashes
+# The 7 turned/mirrored variants of the query's global pHash: a flipped or turned copy sits 0-2
+# bits from its source on the corpus (recoloured copies up to 6), and r = 8 probes 3.3x fewer
+# index buckets than r = 10 (8.6k instead of 28.7k probes a query: docs/benchmarks.md).
+TURNED_RADIUS = 8
 REGION_RADIUS = 6  # pHash bits: every query hash against every stored region (docs/bench-index.md)
 # Icon silhouettes and cut-outs vary more with the background they were flattened onto; they are
 # few (about one of each per image), so a wider radius costs little (bench/regions.py).
@@ -57,7 +62,8 @@ class Candidate:
     image_id: int
     exact: bool = False
     hash_hits: list[tuple[QueryHash, str, Box, int]] = field(default_factory=list)  # (query, kind, box, bits)
-    shared_words: int = 0
+    shared_words: int = 0  # the visual-word score (weak geometric consistency, x10)
+    word_side: int | None = None  # which keypoints scored it: 0 the query's, 1 its mirror's
 
     @property
     def best_distance(self) -> int | None:
@@ -91,7 +97,8 @@ def lookup(conn: psycopg.Connection, q: QueryFingerprint, radius: int) -> dict[i
     region_radii = [min(radius, KIND_RADIUS.get(h.kind, REGION_RADIUS)) for h in qhs]
     region_probes = hamming.probes([h.hash.value for h in qhs], region_radii)
     global_qhs = [h for h in qhs if h.kind == "global"]
-    global_probes = hamming.probes([h.hash.value for h in global_qhs], [radius] * len(global_qhs))
+    global_radii = [radius if h.variant == "identity" else min(radius, TURNED_RADIUS) for h in global_qhs]
+    global_probes = hamming.probes([h.hash.value for h in global_qhs], global_radii)
     rows = conn.execute(query("lookup"), {
         **region_probes.params("r"), **global_probes.params("g"),
         "words": [int(w) for _, p in sides for w in p.word], "angles": [int(a) for _, p in sides for a in p.angle],
@@ -106,7 +113,7 @@ def lookup(conn: psycopg.Connection, q: QueryFingerprint, radius: int) -> dict[i
         if row["source"] == "sha":
             cand.exact = True
         elif row["source"] == "word":
-            cand.shared_words = row["distance"]
+            cand.shared_words, cand.word_side = row["distance"], row["qno"]
         else:
             qh = qhs[row["qno"]]
             if _compatible(qh.kind, row["kind"]):
@@ -145,6 +152,16 @@ class Verdict:
     inliers: int | None = None
 
 
+def _sides_to_verify(q: QueryFingerprint, cand: Candidate) -> list:
+    """The query's keypoints, plain and mirrored. A candidate found by visual words alone is
+    verified on the side whose words found it: the other side's matches are what a reflection
+    would leave, and verifying it too doubled the cost for nothing (docs/benchmarks.md)."""
+    sides = [kp for kp in (q.fp.keypoints, q.mirrored_keypoints) if kp is not None]
+    if cand.word_side is not None and not cand.hash_hits and len(sides) == 2:
+        return [sides[cand.word_side]]
+    return sides
+
+
 def judge(q: QueryFingerprint, cand: Candidate, details: dict) -> Verdict | None:
     """Accept a candidate only on evidence of one geometric relation; None rejects it."""
     qsize = (q.fp.width, q.fp.height)
@@ -165,9 +182,7 @@ def judge(q: QueryFingerprint, cand: Candidate, details: dict) -> Verdict | None
     stored_kp = kpmod.from_bytes(details["keypoints"]) if details.get("keypoints") else None
     if stored_kp is not None and q.fp.keypoints is not None:
         best = None
-        for kp in (q.fp.keypoints, q.mirrored_keypoints):
-            if kp is None:
-                continue
+        for kp in _sides_to_verify(q, cand):
             v = verifymod.verify(kp, stored_kp)
             if v is not None and v.accepted and (best is None or v.distinct > best[0].distinct):
                 best = (v, kp)
@@ -195,19 +210,35 @@ def judge(q: QueryFingerprint, cand: Candidate, details: dict) -> Verdict | None
 
 
 def search(conn: psycopg.Connection, q: QueryFingerprint, *, limit: int = 10, min_score: int = 0,
-           radius: int = DEFAULT_RADIUS) -> list[Match]:
+           radius: int = DEFAULT_RADIUS, stats: dict | None = None) -> list[Match]:
+    """Verified, explained matches, best first. ``stats``, if given, receives seconds per stage
+    ('lookup', 'details', 'verify') and the number of candidates found and verified."""
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        if stats is not None:
+            stats[stage] = stats.get(stage, 0.0) + now - clock
+        clock = now
+
     candidates = lookup(conn, q, radius)
-    if not candidates:
-        return []
+    lap("lookup")
     ranked = sorted(candidates.values(), key=Candidate.rank_key)[:MAX_VERIFY]
+    if stats is not None:
+        stats.update(candidates=len(candidates), verified=len(ranked))
+    if not ranked:
+        return []
     rows = conn.execute(query("candidate_details"), {"ids": [c.image_id for c in ranked]}).fetchall()
     details = {row["id"]: row for row in rows}
+    lap("details")
     judged: list[tuple[Candidate, Verdict]] = []
     for cand in ranked:
         if cand.image_id in details:
             verdict = judge(q, cand, details[cand.image_id])
             if verdict is not None:
                 judged.append((cand, verdict))
+    lap("verify")
     explanations = mark_composites([v.explanation for _, v in judged])
     matches = []
     for (cand, v), e in zip(judged, explanations, strict=True):

@@ -141,15 +141,17 @@ votes as (
     from w join p using (word) cross join (values (0), (1)) as s(shift)
     group by 1, 2, 3, 4, 5, 6
 ),
+-- a candidate's best bin, and the side (0 = the query's keypoints, 1 = its mirror's) it came from
 word_scores as (
-    select image_id, max(score) * 10 as score
-    from (select image_id, sum(idf) as score from votes group by image_id, side, shift, turn, zoom) b
-    group by image_id having max(score) >= %(min_word_score)s
+    select distinct on (image_id) image_id, side, score * 10 as score
+    from (select image_id, side, sum(idf) as score from votes group by image_id, side, shift, turn, zoom) b
+    where score >= %(min_word_score)s
+    order by image_id, score desc
 )
 select 'hash' as source, h.j as qno, h.image_id, h.region_no, r.kind, r.x0, r.y0, r.x1, r.y1, h.d as distance
 from hits h join regions r on r.image_id = h.image_id and r.region_no = h.region_no
 union all
-select 'word', null, image_id, null, null, null, null, null, null, score::int
+select 'word', side, image_id, null, null, null, null, null, null, score::int
 from (select * from word_scores order by score desc limit %(word_candidates)s) best
 union all
 select 'sha', null, i.id, null, null, null, null, null, null, 0
