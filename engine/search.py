@@ -45,6 +45,9 @@ WORD_CANDIDATES = 20  # images with the best visual-word scores that are verifie
 MIN_WORD_SCORE = 1
 STOP_WORD_SHARE = 0.02  # words in more than this share of the images are skipped ...
 STOP_WORD_MIN = 20  # ... unless in fewer than this many
+# postings a query reads at most, rarest words first: bounds the word scoring's cost as the
+# collection grows (bench/search.py; docs/benchmarks.md)
+WORD_POSTINGS = 40_000
 MAX_VERIFY = 24  # at most this many candidates get feature verification per query
 
 
@@ -104,6 +107,7 @@ def lookup(conn: psycopg.Connection, q: QueryFingerprint, radius: int) -> dict[i
         "words": [int(w) for _, p in sides for w in p.word], "angles": [int(a) for _, p in sides for a in p.angle],
         "levels": [int(v) for _, p in sides for v in p.level], "sides": [s for s, p in sides for _ in p.word],
         "stop_share": STOP_WORD_SHARE, "stop_min": STOP_WORD_MIN, "min_word_score": MIN_WORD_SCORE,
+        "word_postings": WORD_POSTINGS,
         "word_candidates": WORD_CANDIDATES,
         "sha256": q.fp.sha256,
     }).fetchall()

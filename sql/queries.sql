@@ -117,21 +117,35 @@ q as (
     select * from unnest(%(words)s::int4[], %(angles)s::int2[], %(levels)s::int2[], %(sides)s::int2[])
         as q(word, angle, level, side)
 ),
-p as (
-    select k.word, k.image_id, k.angle, k.level from keypoint_words k
-    where k.word = any(%(words)s::int4[])
+-- document frequencies, counted on the word index alone (index-only)
+df as (
+    select k.word, count(*) as df from keypoint_words k
+    where k.word = any(%(words)s::int4[]) group by k.word
 ),
-df as (select word, count(distinct image_id) as df from p group by word),
--- the number of images: the planner's estimate, but never less than the images the postings
--- name (before the first ANALYZE the estimate is -1, and idf would be flat)
+-- the number of images: the planner's estimate (a count before the first ANALYZE)
 n as (
-    select greatest(c.reltuples, (select count(distinct image_id) from p), 1) as images
+    select case when c.reltuples > 0 then c.reltuples else greatest((select count(*) from images), 1)::real end
+           as images
     from pg_class c where c.oid = 'images'::regclass
 ),
+-- the query's rarest words first, as long as their postings fit the budget: postings read and
+-- votes cast stay bounded as the collection grows (common words carry little idf anyway);
+-- words in more than stop_share of the images (at least stop_min) are skipped outright
+kept as (
+    select word, df from (
+        select df.word, df.df, sum(df.df) over (order by df.df, df.word) as running
+        from df cross join n
+        where df.df <= greatest(%(stop_share)s * n.images, %(stop_min)s)
+    ) ranked
+    where running <= %(word_postings)s
+),
+p as (
+    select k.word, k.image_id, k.angle, k.level from keypoint_words k
+    where k.word = any(array(select word from kept))
+),
 w as (
-    select q.*, ln(greatest(n.images, df.df + 1) / (df.df + 1)::real) + 0.1 as idf
-    from q join df using (word) cross join n
-    where df.df <= greatest(%(stop_share)s * n.images, %(stop_min)s)
+    select q.*, ln(greatest(n.images, kept.df + 1) / (kept.df + 1)::real) + 0.1 as idf
+    from q join kept using (word) cross join n
 ),
 votes as (
     select p.image_id, w.side, s.shift,
