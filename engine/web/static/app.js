@@ -47,7 +47,7 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-// a box [x0, y0, x1, y1] in fractions, drawn over the image of a figure.boxed
+// a box [x0, y0, x1, y1] in fractions, drawn over an image (its parent is positioned and the image's size)
 function boxOver(box, cls = "box") {
   const [x0, y0, x1, y1] = box.map((v) => Math.min(Math.max(v, 0), 1));
   const div = el("div", { class: cls });
@@ -59,11 +59,11 @@ function boxOver(box, cls = "box") {
 }
 
 function boxedImage(src, alt, box, caption, href) {
+  // the box is placed in fractions of .frame, which is exactly the image (the caption is outside it)
   const img = el("img", { src, alt, loading: "lazy" });
-  const figure = el("figure", { class: "boxed" }, href ? el("a", { href }, img) : img);
-  if (box) figure.append(boxOver(box));
-  if (caption) figure.append(el("figcaption", { text: caption }));
-  return figure;
+  const frame = el("span", { class: "frame" }, href ? el("a", { href }, img) : img);
+  if (box) frame.append(boxOver(box));
+  return el("figure", { class: "boxed" }, frame, caption ? el("figcaption", { text: caption }) : null);
 }
 
 function safeLink(uri) {
