@@ -149,7 +149,9 @@ async def _search(request: Request, files: dict, fields: dict) -> JSONResponse:
     min_score = int_field(fields, "min_score", 0, 0, 100)
     data, name, _ = await image_from(request, files, fields)
     q, seconds = await fingerprinting(request, service(request).query_fingerprint, data, name)
-    result = await in_thread(service(request).search, q, name, limit=limit, min_score=min_score, fingerprint_s=seconds)
+    result = await anyio.to_thread.run_sync(functools.partial(
+        service(request).search, q, name, limit=limit, min_score=min_score, fingerprint_s=seconds),
+        limiter=request.app.state.searches)
     return JSONResponse(result)
 
 
@@ -244,8 +246,9 @@ async def thumbnail(request: Request) -> Response:
 async def image_matches(request: Request) -> JSONResponse:
     limit = int_field(request.query_params, "limit", 10, 1, MAX_LIMIT)
     min_score = int_field(request.query_params, "min_score", 0, 0, 100)
-    return JSONResponse(await in_thread(service(request).search_stored, image_id(request), limit=limit,
-                                        min_score=min_score))
+    return JSONResponse(await anyio.to_thread.run_sync(functools.partial(
+        service(request).search_stored, image_id(request), limit=limit, min_score=min_score),
+        limiter=request.app.state.searches))
 
 
 @operation(READ, "A random stored image (for the page's 'random image' button)",

@@ -36,6 +36,7 @@ from .service import Service
 
 log = logging.getLogger("imgsearch.web")
 STATIC = Path(__file__).parent / "static"
+SEARCHES_PER_PROCESS = 2
 
 
 async def page(request: Request) -> FileResponse:
@@ -131,6 +132,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         holder["pool"] = pool
         app.state.service = Service(settings, pool, metrics)
         app.state.fingerprints = anyio.CapacityLimiter(1)  # see Service: one fingerprint at a time per process
+        # searches (SQL, then CPU-bound verification) at once per process: more only adds contention
+        app.state.searches = anyio.CapacityLimiter(SEARCHES_PER_PROCESS)
         try:
             yield
         finally:
