@@ -200,7 +200,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # Modules holding the commands of other areas (each registers itself with @command on import).
-AREA_MODULES: tuple[str, ...] = ()
+AREA_MODULES: tuple[str, ...] = ("cli_web",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,4 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as `python -m engine.cli`: use the package's module, where the cli_* modules register
+    from engine.cli import main as package_main
+
+    sys.exit(package_main())

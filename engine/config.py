@@ -8,10 +8,19 @@
 | IMGSEARCH_MAX_BYTES          | 52428800 (50 MiB)                                    | largest image file accepted    |
 | IMGSEARCH_ALLOW_PRIVATE_URLS | 0 (off)                                              | 1: fetch private/loopback URLs |
 | IMGSEARCH_FETCH_TIMEOUT      | 10                                                   | seconds per URL fetch, in all  |
+| IMGSEARCH_API_KEYS           | (unset: writes refused)                              | write keys (comma-separated)   |
+| IMGSEARCH_READ_KEYS          | (unset: reads open)                                  | read keys (comma-separated)    |
+| IMGSEARCH_MAX_UPLOAD_BYTES   | 52428800 (50 MiB)                                    | largest HTTP request body      |
+| IMGSEARCH_REQUEST_TIMEOUT    | 30                                                   | seconds per HTTP request       |
+| IMGSEARCH_DB_POOL_SIZE       | 8                                                    | connections per server process |
 
 URL fetches (engine.fetch) are also bounded by IMGSEARCH_MAX_BYTES, and follow at most
 ``Settings.max_redirects`` (5, not configurable) redirects. IMGSEARCH_ALLOW_PRIVATE_URLS accepts
 1/0, true/false, yes/no, on/off; IMGSEARCH_FETCH_TIMEOUT may be fractional (2.5).
+
+The HTTP server (engine.web): a write (storing or deleting an image) needs one of
+IMGSEARCH_API_KEYS; reads need one of IMGSEARCH_READ_KEYS or IMGSEARCH_API_KEYS when
+IMGSEARCH_READ_KEYS is set, and are open otherwise. Keys are compared in constant time.
 """
 
 from __future__ import annotations
@@ -60,6 +69,14 @@ def _bool(name: str, default: bool) -> bool:
     raise ConfigError(f"{name}={raw!r} must be 1 or 0 (or true/false, yes/no, on/off)")
 
 
+def _keys(name: str) -> tuple[str, ...]:
+    keys = tuple(k.strip() for k in os.environ.get(name, "").split(",") if k.strip())
+    for key in keys:
+        if len(key) < 16:
+            raise ConfigError(f"{name}: every key must have at least 16 characters")
+    return keys
+
+
 def default_home() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "imgsearch"
@@ -75,6 +92,12 @@ class Settings:
     allow_private_urls: bool = False
     fetch_timeout_s: float = 10.0
     max_redirects: int = 5
+    # the HTTP server (engine.web)
+    api_keys: tuple[str, ...] = ()
+    read_keys: tuple[str, ...] = ()
+    max_upload_bytes: int = 50 * 1024 * 1024
+    request_timeout_s: float = 30.0
+    db_pool_size: int = 8
 
     @property
     def embedded(self) -> bool:
@@ -91,4 +114,9 @@ def load_settings() -> Settings:
         max_bytes=_int("IMGSEARCH_MAX_BYTES", 50 * 1024 * 1024),
         allow_private_urls=_bool("IMGSEARCH_ALLOW_PRIVATE_URLS", False),
         fetch_timeout_s=_float("IMGSEARCH_FETCH_TIMEOUT", 10.0),
+        api_keys=_keys("IMGSEARCH_API_KEYS"),
+        read_keys=_keys("IMGSEARCH_READ_KEYS"),
+        max_upload_bytes=_int("IMGSEARCH_MAX_UPLOAD_BYTES", 50 * 1024 * 1024),
+        request_timeout_s=_float("IMGSEARCH_REQUEST_TIMEOUT", 30.0),
+        db_pool_size=_int("IMGSEARCH_DB_POOL_SIZE", 8),
     )

@@ -74,6 +74,20 @@ class AuthError(ImgsearchError):
     exit_code = 1
 
 
+class ForbiddenError(AuthError):
+    """A key was given but it does not allow this (wrong key, or writes are not enabled)."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class RequestTimeoutError(InputError):
+    """The client did not send its request in time."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
 # --- the engine cannot proceed ----------------------------------------------------------------
 class ConfigError(ImgsearchError):
     code = "config_error"
@@ -90,6 +104,14 @@ class DatabaseError(ImgsearchError):
 class DatabaseUnavailableError(DatabaseError):
     code = "database_unavailable"
     http_status = 503
+
+
+class ServerBusyError(ImgsearchError):
+    """The server could not answer within its time limit; the request may be retried."""
+
+    code = "timeout"
+    http_status = 503
+    exit_code = 2
 
 
 class FeatureUnavailableError(ImgsearchError):

@@ -177,3 +177,58 @@ select i.id, i.width, i.height, i.format, i.file_size, i.sha256, i.pdq::text as 
                  where u.image_id = i.id), '{}') as uris
 from images i left join image_keypoints k on k.image_id = i.id
 where i.id = any(%(ids)s::bigint[]);
+
+-- --- the HTTP API (engine/web) ----------------------------------------------------------------
+
+-- name: ping
+select 1 as ok;
+
+-- name: image_record
+-- One stored image for GET /api/images/{id} and for searching with a stored image.
+select i.id, i.sha256, i.width, i.height, i.format, i.file_size, i.ahash::text as ahash, i.dhash::text as dhash,
+       i.phash::text as phash, i.pdq::text as pdq, i.pdq_quality, i.metadata, i.created_at,
+       i.thumbnail is not null as has_thumbnail, k.data as keypoints
+from images i left join image_keypoints k on k.image_id = i.id
+where i.id = %(id)s;
+
+-- name: image_uri_list
+select uri, first_seen from image_uris where image_id = %(id)s order by first_seen, uri;
+
+-- name: image_region_list
+select region_no, kind, x0, y0, x1, y1, hash::text as hash from regions
+where image_id = %(id)s and region_no > 0 order by region_no;
+
+-- name: image_thumbnail
+select thumbnail, sha256 from images where id = %(id)s;
+
+-- name: list_images
+-- A page of images in id order, after the cursor %(after)s.
+select i.id, i.sha256, i.width, i.height, i.format, i.file_size, i.metadata, i.created_at,
+       (select u.uri from image_uris u where u.image_id = i.id order by u.first_seen, u.uri limit 1) as uri
+from images i
+where i.id > %(after)s
+order by i.id
+limit %(limit)s;
+
+-- name: list_images_by_metadata
+-- The same page, only images whose metadata contains %(metadata)s (jsonb containment, GIN index).
+select i.id, i.sha256, i.width, i.height, i.format, i.file_size, i.metadata, i.created_at,
+       (select u.uri from image_uris u where u.image_id = i.id order by u.first_seen, u.uri limit 1) as uri
+from images i
+where i.id > %(after)s and i.metadata @> %(metadata)s
+order by i.id
+limit %(limit)s;
+
+-- name: random_image
+-- A random stored image with a thumbnail: the first at or after a random id (cheap at any size).
+select id from images
+where id >= (select min(id) + floor(random() * (max(id) - min(id) + 1))::bigint from images)
+  and thumbnail is not null
+order by id limit 1;
+
+-- name: first_image
+select id from images where thumbnail is not null order by id limit 1;
+
+-- name: set_statement_timeout
+-- Per pooled connection of the HTTP server: no statement outlives a request's time limit.
+select set_config('statement_timeout', %(ms)s, false);
