@@ -18,7 +18,7 @@ import io
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg
 from PIL import Image
@@ -157,12 +157,10 @@ class LinkSummary:
     linked: int = 0
     edges: int = 0
     seconds: float = 0.0
-    failed: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"linked": self.linked, "edges": self.edges, "seconds": round(self.seconds, 2),
-                "ms_per_image": round(1000 * self.seconds / self.linked, 1) if self.linked else None,
-                "failed": len(self.failed), "errors": self.failed}
+                "ms_per_image": round(1000 * self.seconds / self.linked, 1) if self.linked else None}
 
 
 def link_pending(conn: psycopg.Connection, progress: Callable[[int], None] | None = None) -> LinkSummary:
