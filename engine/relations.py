@@ -38,7 +38,7 @@ SAME_PICTURE_IOU = 0.5  # ... and that picture in one image lands on that in the
 MAX_PICTURE = 0.8  # larger "pictures" (a photo above a caption bar...) are the image itself here
 MAX_UPSCALE = 1.25  # a crop showing the shared part with more pixels than this times its source's is not from it
 PIXEL_RATIO = 1.1  # near-duplicates: this many times the pixels makes the source
-QUALITY_STEP = 3  # near-duplicates of equal size: this much higher encoding quality makes the source
+QUALITY_STEP = 2  # near-duplicates of equal size: this much higher estimated JPEG quality makes the source
 LOSSLESS = {"PNG", "BMP"}
 
 # The IJG (libjpeg) luminance quantisation table at quality 50; quality q scales it.
