@@ -15,8 +15,10 @@ lineage with the truth:
   (for composites: true sources shown / true sources);
 - root: the images at the top of its ancestry (itself when it has none).
 
-Originals and unrelated photos must show no parent. ``--no-quality`` orders same-size
-near-duplicates by ingest time only (as for images whose files are not at hand).
+Originals and unrelated photos must show no parent. ``--no-quality`` hides the JPEG qualities
+(as for images ingested from URLs or bytes, whose files are not at hand): same-size copies are
+then ordered by bytes per pixel, then ingest time. ``--derived-quality 88`` saves the derived
+images at the originals' quality: only ingest time can then order same-size copies.
 """
 
 from __future__ import annotations
@@ -36,9 +38,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import provenance_set  # noqa: E402
 
+from engine.queries import query  # noqa: E402
+
 SINGLE = ("crop", "crop_of_crop", "resize", "jpeg", "colour", "gray", "mirror")
 COMPOSITE = ("composite2", "composite3", "composite4")
 NONE = ("original", "negative")
+
+
+def backend_cpu(conn) -> float:
+    """CPU seconds the PostgreSQL backend serving this connection has used (Linux /proc)."""
+    pid = conn.execute(query("backend_pid")).fetchone()["pid"]
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def roots_of(tree: list[dict]) -> set[int]:
@@ -114,13 +125,17 @@ def main() -> None:
     ap.add_argument("--order-seed", type=int, default=1, help="the shuffled ingest order")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--keep", type=Path, help="build the set here and keep it (default: a temporary folder)")
-    ap.add_argument("--no-quality", action="store_true", help="near-duplicates of one size ordered by ingest time")
+    ap.add_argument("--derived-quality", type=int, default=provenance_set.DERIVED_QUALITY,
+                    help="JPEG quality of the derived images (the pool's photos are 88)")
+    ap.add_argument("--no-quality", action="store_true",
+                    help="JPEG qualities unknown: same-size copies ordered by bytes per pixel, then ingest time")
     ap.add_argument("--verbose", action="store_true", help="list every image whose parents are wrong")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="provbench-"))
     folder = args.keep or work / "set"
-    truth = provenance_set.build(args.pool, folder, args.originals, args.composites, args.negatives, args.seed)
+    truth = provenance_set.build(args.pool, folder, args.originals, args.composites, args.negatives, args.seed,
+                                 args.derived_quality)
     kinds = defaultdict(int)
     for t in truth.values():
         kinds[t["kind"]] += 1
@@ -135,7 +150,6 @@ def main() -> None:
         os.environ["DATABASE_URL"] = server.ensure_running()
     from engine import db, provenance
     from engine.ingest import ingest_files
-    from engine.queries import query
 
     if args.no_quality:
         provenance.encoding_quality = lambda *a, **k: None
@@ -148,9 +162,12 @@ def main() -> None:
             ingest_s = time.perf_counter() - t
             print(f"ingest: {ingested.added} images in {ingest_s:.1f} s ({ingested.added / ingest_s:.1f}/s, "
                   f"{args.workers} workers)", flush=True)
+            cpu, pg_cpu = time.process_time(), backend_cpu(conn)
             linked = provenance.link_pending(conn)
-            print(f"link: {linked.linked} images in {linked.seconds:.1f} s "
-                  f"({1000 * linked.seconds / max(linked.linked, 1):.0f} ms an image, one process), "
+            cpu, pg_cpu = time.process_time() - cpu, backend_cpu(conn) - pg_cpu
+            n = max(linked.linked, 1)
+            print(f"link: {linked.linked} images in {linked.seconds:.1f} s ({1000 * linked.seconds / n:.0f} ms an "
+                  f"image, one process; CPU {1000 * cpu / n:.0f} ms Python + {1000 * pg_cpu / n:.0f} ms PostgreSQL), "
                   f"{linked.edges} edges", flush=True)
             ids = {Path(r["uri"]).name: r["image_id"] for r in conn.execute(
                 query("image_ids_by_uri"), {"uris": [str(f.resolve()) for f in files]}).fetchall()}

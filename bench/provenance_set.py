@@ -12,8 +12,9 @@
   light canvas;
 - ``neg_NNN.jpg``: unrelated pool photos (no parent, no child).
 
-Derived images are saved as JPEG at quality 85 (the jpeg edit lower), as a re-upload would be:
-an edit is a new encoding of its source. ``truth.json`` maps every file to its kind, its parents
+Derived images are saved as JPEG at quality 85 (``derived_quality``; the jpeg edit lower), as a
+re-upload would be: an edit is a new encoding of its source. The pool's photos are JPEGs of
+quality 88. ``truth.json`` maps every file to its kind, its parents
 (the files it was made from) and its roots (the originals at the top of its chain).
 """
 
@@ -59,11 +60,11 @@ def _crop(im: Image.Image, area: float, rnd: random.Random) -> Image.Image:
     return im.crop((int(x0 * w), int(y0 * h), int((x0 + fw) * w), int((y0 + fh) * h)))
 
 
-def _edit(im: Image.Image, kind: str, rnd: random.Random) -> tuple[Image.Image, int]:
+def _edit(im: Image.Image, kind: str, rnd: random.Random, quality: int) -> tuple[Image.Image, int]:
     """(edited image, JPEG quality to save it at)."""
     if kind == "resize":
         s = rnd.uniform(0.4, 0.7)
-        return im.resize((int(im.width * s), int(im.height * s)), Image.Resampling.BILINEAR), DERIVED_QUALITY
+        return im.resize((int(im.width * s), int(im.height * s)), Image.Resampling.BILINEAR), quality
     if kind == "jpeg":
         return im, rnd.randint(20, 35)
     if kind == "colour":
@@ -71,11 +72,11 @@ def _edit(im: Image.Image, kind: str, rnd: random.Random) -> tuple[Image.Image, 
         out = ImageEnhance.Contrast(out).enhance(rnd.uniform(0.75, 1.35))
         out = ImageEnhance.Color(out).enhance(rnd.uniform(0.4, 1.6))
         gamma = rnd.uniform(0.75, 1.3)
-        return out.point(lambda v: int(255 * (v / 255) ** gamma)), DERIVED_QUALITY
+        return out.point(lambda v: int(255 * (v / 255) ** gamma)), quality
     if kind == "gray":
-        return im.convert("L").convert("RGB"), DERIVED_QUALITY
+        return im.convert("L").convert("RGB"), quality
     if kind == "mirror":
-        return ImageOps.mirror(im), DERIVED_QUALITY
+        return ImageOps.mirror(im), quality
     raise ValueError(kind)
 
 
@@ -93,7 +94,7 @@ def _composite(parts: list[Image.Image]) -> Image.Image:
 
 
 def build(pool: Path, out: Path, originals: int = 40, composites: int = 12, negatives: int = 20,
-          seed: int = 7) -> dict:
+          seed: int = 7, derived_quality: int = DERIVED_QUALITY) -> dict:
     rnd = random.Random(seed)
     files = sorted((pool / "photos").rglob("*.jpg"))
     rnd.shuffle(files)
@@ -110,7 +111,7 @@ def build(pool: Path, out: Path, originals: int = 40, composites: int = 12, nega
     out.mkdir(parents=True, exist_ok=True)
     truth: dict[str, dict] = {}
 
-    def save(name: str, im: Image.Image, kind: str, parents: list[str], quality: int = DERIVED_QUALITY) -> None:
+    def save(name: str, im: Image.Image, kind: str, parents: list[str], quality: int = derived_quality) -> None:
         im.save(out / name, "JPEG", quality=quality)
         roots = sorted({r for p in parents for r in truth[p]["roots"]})
         truth[name] = {"kind": kind, "parents": parents, "roots": roots}
@@ -130,7 +131,7 @@ def build(pool: Path, out: Path, originals: int = 40, composites: int = 12, nega
         first = i % len(EDITS)  # every kind as often; odd originals get a second, different edit
         kinds = [EDITS[first]] + ([EDITS[(first + 1 + (i // 2) % 4) % len(EDITS)]] if i % 2 else [])
         for kind in kinds:
-            edited, quality = _edit(im, kind, rnd)
+            edited, quality = _edit(im, kind, rnd, derived_quality)
             save(f"edit_{i:03d}_{kind}.jpg", edited, kind, [name], quality)
     for c in range(composites):
         n = 2 + c % 3

@@ -77,7 +77,8 @@ def image_infos(conn: psycopg.Connection, ids) -> dict[int, ImageInfo]:
         if not row["known"]:
             quality = encoding_quality(row["format"], row["file_size"], row["metadata"], row["uris"])
             conn.execute(query("save_quality"), {"id": row["id"], "quality": quality})
-        out[row["id"]] = ImageInfo(row["id"], row["width"], row["height"], quality, pictures(row["pictures"]))
+        out[row["id"]] = ImageInfo(row["id"], row["width"], row["height"], quality, pictures(row["pictures"]),
+                                   row["file_size"])
     return out
 
 
@@ -277,7 +278,7 @@ def lineage_of_query(conn: psycopg.Connection, q: QueryFingerprint, depth: int =
     matches = searchmod.search(conn, q, limit=LINK_LIMIT)
     infos = image_infos(conn, [m.id for m in matches])
     me = ImageInfo(None, q.fp.width, q.fp.height, quality,
-                   pictures([r.box for r in q.fp.regions if r.kind == "picture"]))
+                   pictures([r.box for r in q.fp.regions if r.kind == "picture"]), q.fp.file_size)
     edges = find_edges(conn, me, q, matches, infos)
     uris = {m.id: m.uri for m in matches}
     ids = [e.source_id or e.derived_id for e in edges]

@@ -39,6 +39,7 @@ MAX_PICTURE = 0.8  # larger "pictures" (a photo above a caption bar...) are the 
 MAX_UPSCALE = 1.25  # a crop showing the shared part with more pixels than this times its source's is not from it
 PIXEL_RATIO = 1.1  # near-duplicates: this many times the pixels makes the source
 QUALITY_STEP = 2  # near-duplicates of equal size: this much higher estimated JPEG quality makes the source
+BYTES_RATIO = 1.02  # ... when a quality is unknown: this many times the bytes per pixel makes the source
 LOSSLESS = {"PNG", "BMP"}
 
 # The IJG (libjpeg) luminance quantisation table at quality 50; quality q scales it.
@@ -94,10 +95,15 @@ class ImageInfo:
     height: int
     quality: int | None
     pictures: tuple[Box, ...] = ()
+    file_size: int = 0  # bytes; 0: unknown
 
     @property
     def pixels(self) -> int:
         return self.width * self.height
+
+    @property
+    def bytes_per_pixel(self) -> float:
+        return self.file_size / max(self.pixels, 1)
 
     @property
     def order(self) -> float:
@@ -195,11 +201,17 @@ def matching_points(q_kp: Keypoints | None, s_kp: Keypoints | None) -> tuple[np.
 
 
 def lesser_copy(a: ImageInfo, b: ImageInfo) -> bool:
-    """Of two near-duplicates, is a the one made from b? Fewer pixels, else lower quality, else ingested later."""
+    """Of two near-duplicates, is a the one made from b? Fewer pixels, else a lower encoding quality
+    (when either quality is unknown: fewer bytes per pixel), else ingested later."""
     if a.pixels * PIXEL_RATIO < b.pixels or b.pixels * PIXEL_RATIO < a.pixels:
         return a.pixels < b.pixels
-    if a.quality is not None and b.quality is not None and abs(a.quality - b.quality) >= QUALITY_STEP:
-        return a.quality < b.quality
+    if a.quality is not None and b.quality is not None:
+        if abs(a.quality - b.quality) >= QUALITY_STEP:
+            return a.quality < b.quality
+    elif a.file_size and b.file_size:
+        ra, rb = a.bytes_per_pixel, b.bytes_per_pixel
+        if max(ra, rb) >= BYTES_RATIO * min(ra, rb):
+            return ra < rb
     return a.order > b.order
 
 

@@ -62,6 +62,8 @@ def test_near_duplicates_by_pixels_then_quality_then_ingest_order():
     assert lesser_copy(same_later, PHOTO) and not lesser_copy(PHOTO, same_later)
     unknown_earlier = ImageInfo(0, 1000, 800, None)
     assert lesser_copy(PHOTO, unknown_earlier)
+    bigger_file, smaller_file = ImageInfo(9, 1000, 800, None, (), 300_000), ImageInfo(1, 1000, 800, None, (), 200_000)
+    assert lesser_copy(smaller_file, bigger_file) and not lesser_copy(bigger_file, smaller_file)
     query = ImageInfo(None, 1000, 800, None)  # not stored: the newest
     assert lesser_copy(query, PHOTO)
     e = classify(PHOTO, match("near_duplicate", (0, 0, 1, 1), (0, 0, 1, 1), mirrored=True), ImageInfo(2, 1000, 800, 30))
