@@ -270,3 +270,6 @@ select greatest(reltuples, 0)::bigint as images from pg_class where oid = 'image
 -- name: pending_count
 select count(*) as pending from images i
 where not exists (select 1 from linked_images l where l.image_id = i.id and l.linked_at is not null);
+
+-- name: backend_pid
+select pg_backend_pid() as pid;
