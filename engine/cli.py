@@ -124,12 +124,14 @@ def cmd_hash(args: argparse.Namespace) -> int:
 def _ingest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--no-link", action="store_true", help="skip provenance linking (later: imgsearch relink --pending)")
     json_flag(p, "print a machine-readable summary")
 
 
 @command("ingest", "store images from files and folders", _ingest_arguments)
 def cmd_ingest(args: argparse.Namespace) -> int:
     from .ingest import ingest_files, iter_image_files
+    from .provenance import link_pending
 
     files = list(iter_image_files(args.paths))
     with db.connect() as conn:
@@ -141,8 +143,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         summary = ingest_files(conn, files, workers=args.workers, progress=bar.update if bar else None)
         if bar:
             bar.close()
-    obj = summary.to_json()
+        links = None if args.no_link else link_pending(conn)  # provenance edges of the new images
+    obj = summary.to_json() | ({"linked": links.linked, "edges": links.edges} if links else {})
     text = f"added {summary.added}, already stored {summary.duplicates}, failed {len(summary.failed)}"
+    text += f", linked {links.linked} ({links.edges} edges)" if links else ""
     for err in summary.failed:
         text += f"\n  {err['path']}: {err['code']}: {err['message']}"
     emit(obj, args.json, text)
@@ -200,7 +204,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # Modules holding the commands of other areas (each registers itself with @command on import).
-AREA_MODULES: tuple[str, ...] = ("cli_web",)
+AREA_MODULES: tuple[str, ...] = ("cli_web", "cli_lineage")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # run as `python -m engine.cli`: use the package's module, where the cli_* modules register
-    from engine.cli import main as package_main
+    # `python -m engine.cli` runs this file as __main__; the cli_* modules register their commands
+    # with engine.cli, so run that module's main
+    from engine import cli
 
-    sys.exit(package_main())
+    sys.exit(cli.main())

@@ -232,3 +232,115 @@ select id from images where thumbnail is not null order by id limit 1;
 -- name: set_statement_timeout
 -- Per pooled connection of the HTTP server: no statement outlives a request's time limit.
 select set_config('statement_timeout', %(ms)s, false);
+
+-- name: provenance_image
+-- A stored image's fingerprint, read back to match it against the collection.
+select i.id, i.sha256, i.width, i.height, i.format, i.file_size, i.ahash::text as ahash, i.dhash::text as dhash,
+       i.phash::text as phash, i.pdq::text as pdq, i.pdq_quality, i.thumbnail, k.data as keypoints,
+       coalesce((select array_agg(r.kind order by r.region_no) from regions r
+                 where r.image_id = i.id and r.region_no > 0), '{}') as region_kinds,
+       coalesce((select array_agg(array[r.x0, r.y0, r.x1, r.y1] order by r.region_no) from regions r
+                 where r.image_id = i.id and r.region_no > 0), '{}') as region_boxes,
+       coalesce((select array_agg(r.hash::text order by r.region_no) from regions r
+                 where r.image_id = i.id and r.region_no > 0), '{}') as region_hashes
+from images i left join image_keypoints k on k.image_id = i.id
+where i.id = %(id)s;
+
+-- name: provenance_infos
+-- What orders two related images: size, encoding quality (cached in linked_images), ingest
+-- order, and the pictures found inside each (composites, frames, pastes).
+select i.id, i.width, i.height, i.format, i.file_size, i.metadata, l.quality, l.image_id is not null as known,
+       coalesce((select array_agg(u.uri order by u.first_seen, u.uri) from image_uris u
+                 where u.image_id = i.id), '{}') as uris,
+       coalesce((select array_agg(array[r.x0, r.y0, r.x1, r.y1] order by r.region_no) from regions r
+                 where r.image_id = i.id and r.kind = 'picture'), '{}') as pictures
+from images i left join linked_images l on l.image_id = i.id
+where i.id = any(%(ids)s::bigint[]);
+
+-- name: save_quality
+insert into linked_images (image_id, quality) values (%(id)s, %(quality)s)
+on conflict (image_id) do update set quality = excluded.quality;
+
+-- name: upsert_edge
+-- One edge per pair of images: seen again (from the other image, or by relink), the better
+-- scored reading wins.
+insert into edges (source_id, derived_id, relation, score, source_box, derived_box, scale, tx, ty, mirrored, rotated)
+values (%(source_id)s, %(derived_id)s, %(relation)s, %(score)s, %(source_box)s, %(derived_box)s, %(scale)s,
+        %(tx)s, %(ty)s, %(mirrored)s, %(rotated)s)
+on conflict (least(source_id, derived_id), greatest(source_id, derived_id)) do update
+set source_id = excluded.source_id, derived_id = excluded.derived_id, relation = excluded.relation,
+    score = excluded.score, source_box = excluded.source_box, derived_box = excluded.derived_box,
+    scale = excluded.scale, tx = excluded.tx, ty = excluded.ty, mirrored = excluded.mirrored,
+    rotated = excluded.rotated, created = now()
+where excluded.score > edges.score;
+
+-- name: mark_linked
+insert into linked_images (image_id, quality, linked_at) values (%(id)s, %(quality)s, now())
+on conflict (image_id) do update set quality = excluded.quality, linked_at = excluded.linked_at;
+
+-- name: pending_links
+-- Images never matched against the collection (or reset by relink), in ingest order.
+select i.id from images i
+where i.id > %(after)s
+  and not exists (select 1 from linked_images l where l.image_id = i.id and l.linked_at is not null)
+order by i.id
+limit %(limit)s;
+
+-- name: reset_links
+-- relink: forget every edge; every image is pending again (its cached quality is kept).
+delete from edges;
+update linked_images set linked_at = null;
+
+-- name: image_header
+select i.id, (select u.uri from image_uris u where u.image_id = i.id order by u.first_seen, u.uri limit 1) as uri
+from images i where i.id = %(id)s;
+
+-- name: lineage_ancestors
+-- What an image came from, up to depth generations; one row per path (a source reached by two
+-- paths appears under each). path runs from the image to the row's source.
+with recursive up as (
+    select 1 as depth, e.*, array[e.derived_id, e.source_id] as path
+    from lineage_edges e where e.derived_id = %(id)s
+    union all
+    select up.depth + 1, e.*, up.path || e.source_id
+    from up join lineage_edges e on e.derived_id = up.source_id
+    where up.depth < %(depth)s and e.source_id <> all(up.path)
+)
+select up.*, up.source_id as id,
+       (select u.uri from image_uris u where u.image_id = up.source_id order by u.first_seen, u.uri limit 1) as uri
+from up order by up.path;
+
+-- name: lineage_descendants
+-- What was made from an image, down to depth generations; path runs from the image to the row's
+-- derived image.
+with recursive down as (
+    select 1 as depth, e.*, array[e.source_id, e.derived_id] as path
+    from lineage_edges e where e.source_id = %(id)s
+    union all
+    select down.depth + 1, e.*, down.path || e.derived_id
+    from down join lineage_edges e on e.source_id = down.derived_id
+    where down.depth < %(depth)s and e.derived_id <> all(down.path)
+)
+select down.*, down.derived_id as id,
+       (select u.uri from image_uris u where u.image_id = down.derived_id order by u.first_seen, u.uri limit 1) as uri
+from down order by down.path;
+
+-- name: edges_among
+select * from edges where source_id = any(%(ids)s::bigint[]) and derived_id = any(%(ids)s::bigint[]);
+
+-- name: keypoints_of
+select image_id, data from image_keypoints where image_id = any(%(ids)s::bigint[]);
+
+-- name: image_ids_by_uri
+select image_id, uri from image_uris where uri = any(%(uris)s::text[]);
+
+-- name: image_count_estimate
+-- The planner's image count (-1 before the first ANALYZE): what search's word idf is computed from.
+select greatest(reltuples, 0)::bigint as images from pg_class where oid = 'images'::regclass;
+
+-- name: pending_count
+select count(*) as pending from images i
+where not exists (select 1 from linked_images l where l.image_id = i.id and l.linked_at is not null);
+
+-- name: backend_pid
+select pg_backend_pid() as pid;

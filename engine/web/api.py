@@ -55,7 +55,7 @@ async def in_thread(fn, *args, **kwargs):
 
 
 async def fingerprinting(request: Request, fn, *args):
-    """CPU work that runs OpenCV's face detector: one at a time per process (see Service)."""
+    """CPU-bound work (decoding, hashing, face detection): one at a time per process, which has a core."""
     return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=request.app.state.fingerprints)
 
 

@@ -131,7 +131,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         pool = await anyio.to_thread.run_sync(_open_pool, settings)
         holder["pool"] = pool
         app.state.service = Service(settings, pool, metrics)
-        app.state.fingerprints = anyio.CapacityLimiter(1)  # see Service: one fingerprint at a time per process
+        app.state.fingerprints = anyio.CapacityLimiter(1)  # CPU-bound: one fingerprint at a time per process
         # searches (SQL, then CPU-bound verification) at once per process: more only adds contention
         app.state.searches = anyio.CapacityLimiter(SEARCHES_PER_PROCESS)
         try:
