@@ -176,6 +176,49 @@ def test_thumbnail(stored, reader):
     assert_error(reader.get("/api/images/999999/thumbnail"), 404)
 
 
+# --- lineage -----------------------------------------------------------------------------------------
+def test_lineage_of_a_crop_and_of_its_source(writer, reader, doc):
+    from engine import db
+    from engine.provenance import lineage, link_pending
+
+    taj = "photos/gcompris__tajMahal.jpg"
+    ids = {}
+    for name, data in (("taj", (POOL / taj).read_bytes()), ("taj_crop", crop_of(taj, (0.2, 0.1, 0.8, 0.9)))):
+        r = writer.post("/api/images", content=data, params={"uri": f"https://example.org/{name}.jpg"})
+        assert r.status_code == 201, r.text
+        ids[name] = r.json()["id"]
+    with db.connect() as conn:  # POST /api/images stores; linking is `ingest` / `relink --pending`
+        link_pending(conn)
+
+    r = reader.get(f"/api/images/{ids['taj_crop']}/lineage")
+    assert r.status_code == 200, r.text
+    tree = r.json()
+    validate(tree, response_schema(doc, "/api/images/{id}/lineage", "get", 200), doc)
+    assert tree["image"] == {"id": ids["taj_crop"], "uri": "https://example.org/taj_crop.jpg"}
+    parent = tree["ancestors"][0]
+    assert [a["id"] for a in tree["ancestors"]] == [ids["taj"]]
+    assert parent["relation"] == "crop" and parent["uri"] == "https://example.org/taj.jpg" and parent["score"] > 0
+    assert parent["target_box"] == pytest.approx((0.2, 0.1, 0.8, 0.9), abs=0.04)  # where the crop was cut
+    assert parent["query_box"] == pytest.approx((0, 0, 1, 1), abs=0.04)
+    assert set(parent) == {"id", "uri", "relation", "score", "query_box", "target_box", "transform", "ancestors"}
+    assert tree["descendants"] == []
+
+    down = reader.get(f"/api/images/{ids['taj']}/lineage", params={"depth": 1}).json()
+    validate(down, response_schema(doc, "/api/images/{id}/lineage", "get", 200), doc)
+    child = next(d for d in down["descendants"] if d["id"] == ids["taj_crop"])
+    assert child["relation"] == "crop" and child["descendants"] == [] and down["ancestors"] == []
+    with db.connect() as conn:  # exactly what engine.provenance.lineage returns
+        assert down == lineage(conn, ids["taj"], 1)
+        assert tree == lineage(conn, ids["taj_crop"])
+    assert reader.get(f"/api/images/{ids['taj']}/lineage?depth=0").json() == {
+        "image": down["image"], "ancestors": [], "descendants": []}
+
+    assert_error(reader.get("/api/images/999999/lineage"), 404, "not_found")
+    assert_error(reader.get("/api/images/99999999999999999999999/lineage"), 404, "not_found")
+    for bad in ("-1", "21", "x", "1.5"):
+        assert_error(reader.get(f"/api/images/{ids['taj']}/lineage", params={"depth": bad}), 400, "bad_input")
+
+
 # --- search ------------------------------------------------------------------------------------------
 def test_search_by_upload_finds_the_crop_and_where_it_lies(stored, reader, doc):
     r = reader.post("/api/search", files={"file": ("crop.jpg", crop_of(STORED["bridge"]), "image/jpeg")},

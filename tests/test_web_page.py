@@ -1,18 +1,22 @@
 """The web page in a real headless browser (Debian's chromium + chromedriver, driven by selenium).
 
 Upload a crop of a stored photo and see the right match with its box on both images; the random
-image button; the page of one image. Skipped only when chromium or chromedriver is missing
+image button; the page of one image and its lineage tree. Skipped only when chromium or chromedriver is missing
 (.ci/run installs both).
 """
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
 import pytest
 from PIL import Image
 from webserver import WRITE_KEY, LiveServer
+
+from engine import db
+from engine.provenance import link_pending
 
 POOL = Path(__file__).parent / "data" / "pool"
 STORED = ["photos/palapeli__cincinnati-bridge.jpg", "photos/skimage__chelsea.jpg", "photos/gcompris__tajMahal.jpg"]
@@ -34,6 +38,16 @@ def site(database_url):
             r = client.post("/api/images", content=(POOL / rel).read_bytes(), params={"uri": f"https://example.org/{rel}"})
             assert r.status_code == 201, r.text
             ids[rel] = r.json()["id"]
+        # a crop of the Taj Mahal (never a query below), linked to its source: the lineage shown on its page
+        taj = Image.open(POOL / STORED[2]).convert("RGB")
+        w, h = taj.size
+        buf = io.BytesIO()
+        taj.crop((int(.2 * w), int(.1 * h), int(.8 * w), int(.9 * h))).save(buf, "JPEG", quality=90)
+        r = client.post("/api/images", content=buf.getvalue(), params={"uri": "https://example.org/taj-crop.jpg"})
+        assert r.status_code == 201, r.text
+        ids["taj-crop"] = r.json()["id"]
+    with db.connect() as conn:
+        link_pending(conn)
     yield server, ids
     server.stop()
 
@@ -101,6 +115,7 @@ def test_upload_shows_the_match_with_its_box_on_both_images(site, browser, tmp_p
 
 def test_random_image_and_the_page_of_an_image(site, browser):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     server, ids = site
     browser.get(server.url + "/")
@@ -115,6 +130,8 @@ def test_random_image_and_the_page_of_an_image(site, browser):
     assert browser.find_element(By.ID, "detail-title").text == f"Image #{image_id}"
     assert f"https://example.org/{STORED[1]}" in browser.find_element(By.ID, "detail-uris").text
     assert browser.find_element(By.ID, "search-view").get_attribute("hidden") is not None
+    # the matches arrive after the details (and alongside the lineage): wait for them
+    WebDriverWait(browser, 60).until(lambda d: "match" in d.find_element(By.ID, "status").text.lower())
     assert "No match" in browser.find_element(By.ID, "status").text or browser.find_elements(By.CSS_SELECTOR,
                                                                                               "#results .card")
 
@@ -130,3 +147,31 @@ def test_a_bad_file_shows_the_error(site, browser, tmp_path):
     browser.find_element(By.ID, "file-input").send_keys(str(bad))
     WebDriverWait(browser, 30).until(lambda d: "error" in d.find_element(By.ID, "status").get_attribute("class"))
     assert "text, not an image" in browser.find_element(By.ID, "status").text
+
+
+def test_the_page_of_an_image_shows_its_lineage(site, browser):
+    from selenium.webdriver.common.by import By
+
+    server, ids = site
+    crop_id, taj_id = ids["taj-crop"], ids[STORED[2]]
+    browser.get(f"{server.url}/images/{crop_id}")
+    parent = wait_for(browser, f'#lineage-ancestors .lnode[data-id="{taj_id}"]')
+    assert parent.get_attribute("data-relation") == "crop" and int(parent.get_attribute("data-score")) > 0
+    card = parent.find_element(By.CSS_SELECTOR, ".lcard")
+    assert card.get_attribute("href").endswith(f"/images/{taj_id}")
+    assert card.find_element(By.CSS_SELECTOR, "img").get_attribute("src").endswith(f"/api/images/{taj_id}/thumbnail")
+    assert "crop" in card.text and "example.org" in card.text
+    browser.execute_script("return Promise.all([...document.images].map(i => i.decode().catch(() => null)))")
+    figure = card.find_element(By.CSS_SELECTOR, "figure")
+    assert box_fractions(browser, figure) == pytest.approx((0.2, 0.1, 0.8, 0.9), abs=0.05)  # where the crop was cut
+    # the parent above the image itself, nothing made from the crop below it
+    this = browser.find_element(By.CSS_SELECTOR, "#lineage .lself")
+    assert parent.location["y"] < this.location["y"]
+    assert "Nothing stored" in browser.find_element(By.ID, "lineage-descendants").text
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+
+    # and on the source's page, the crop hangs below it
+    browser.get(f"{server.url}/images/{taj_id}")
+    child = wait_for(browser, f'#lineage-descendants .lnode[data-id="{crop_id}"]')
+    assert child.get_attribute("data-relation") == "crop"
+    assert child.location["y"] > browser.find_element(By.CSS_SELECTOR, "#lineage .lself").location["y"]

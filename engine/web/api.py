@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import InputError
 from ..fetch import afetch
+from ..provenance import DEFAULT_DEPTH
 from . import openapi
 from .guard import OPEN, READ, WRITE
 from .metrics import CONTENT_TYPE
@@ -29,6 +30,7 @@ MAX_LIMIT = 100
 MAX_PAGE = 500
 MAX_METADATA_BYTES = 64 * 1024
 MAX_URI = 4096
+MAX_DEPTH = 20  # lineage generations each way: one row per path, so bounded
 FILE_FIELDS = ("file", "image")
 
 IMAGE_BODY = {"multipart/form-data": {"type": "object", "properties": {
@@ -249,6 +251,15 @@ async def image_matches(request: Request) -> JSONResponse:
     return JSONResponse(await anyio.to_thread.run_sync(functools.partial(
         service(request).search_stored, image_id(request), limit=limit, min_score=min_score),
         limiter=request.app.state.searches))
+
+
+@operation(READ, "The image's provenance: what it was cut, edited or composed from, and what was made from it",
+           params=[ID, Param("depth", "query", {"type": "integer", "minimum": 0, "maximum": MAX_DEPTH,
+                                                "default": DEFAULT_DEPTH}, "generations each way")],
+           responses=json_ok("two trees, as `imgsearch lineage --json`", "Lineage"), errors=(400, 404))
+async def image_lineage(request: Request) -> JSONResponse:
+    depth = int_field(request.query_params, "depth", DEFAULT_DEPTH, 0, MAX_DEPTH)
+    return JSONResponse(await in_thread(service(request).lineage, image_id(request), depth))
 
 
 @operation(READ, "A random stored image (for the page's 'random image' button)",

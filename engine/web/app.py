@@ -55,7 +55,7 @@ ROUTES = [
     Route("/api/images/{id:int}", api.delete_image, methods=["DELETE"]),
     Route("/api/images/{id:int}/thumbnail", api.thumbnail, methods=["GET"]),
     Route("/api/images/{id:int}/matches", api.image_matches, methods=["GET"]),
-    # GET /api/images/{id:int}/lineage: the provenance of an image (another area's issue) goes here.
+    Route("/api/images/{id:int}/lineage", api.image_lineage, methods=["GET"]),
     Route("/api/compare", api.compare, methods=["POST"]),
     Route("/api/stats", api.stats, methods=["GET"]),
     Route("/healthz", api.healthz, methods=["GET"]),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from .. import db
+from .. import db, provenance
 from ..compare import compare, stored_query
 from ..config import Settings
 from ..errors import NotFoundError
@@ -132,6 +132,14 @@ class Service:
             "has_thumbnail": record["has_thumbnail"],
             "links": links(record["id"]),
         }
+
+    def lineage(self, image_id: int, depth: int) -> dict:
+        """What the image was made from and what was made from it: engine.provenance.lineage as is."""
+        t0 = time.perf_counter()
+        with self.pool.connection() as conn:
+            tree = provenance.lineage(conn, check_id(image_id), depth)
+        self._timed("lineage", t0)
+        return tree
 
     def thumbnail(self, image_id: int) -> tuple[bytes, str]:
         with self.pool.connection() as conn:

@@ -1,4 +1,5 @@
-// imgsearch's page: search by upload, drag-and-drop, paste or URL; a random stored image; a page per image.
+// imgsearch's page: search by upload, drag-and-drop, paste or URL; a random stored image; a page per image
+// (with its lineage: what it was made from, above, and what was made from it, below).
 // Plain JavaScript, no build step. Everything shown from the server goes through textContent (URIs and
 // metadata are user data); only http(s) URIs become links.
 "use strict";
@@ -144,6 +145,74 @@ async function searchRandom() {
   }
 }
 
+// --- lineage: the image's ancestors above it, its descendants below ------------------------------
+const LINEAGE_SHOWN = 24; // relatives shown per node; the rest are counted
+const RELATION_TEXT = { crop: "a crop", near_duplicate: "a copy", composite: "a composite" };
+
+function lineageCard(entry, key, nextTo) {
+  const t = entry.transform || {};
+  const flags = [t.mirrored ? "mirrored" : "", t.rotated ? "rotated" : ""].filter(Boolean).join(", ");
+  const what = (RELATION_TEXT[entry.relation] || entry.relation) + (flags ? ` (${flags})` : "");
+  // nextTo: the image this entry hangs under (its child for an ancestor, its parent for a descendant)
+  const title = key === "ancestors" ? `${nextTo} is ${what} of #${entry.id}` : `#${entry.id} is ${what} of ${nextTo}`;
+  const img = el("img", { src: `/api/images/${entry.id}/thumbnail`, alt: "image " + entry.id, loading: "lazy" });
+  const frame = el("span", { class: "frame" }, img);
+  if (entry.target_box) frame.append(boxOver(entry.target_box)); // the shared part, in this image
+  return el("a", { class: "lcard", href: `/images/${entry.id}`, title },
+    el("figure", { class: "boxed lthumb" }, frame),
+    el("span", { class: "ltext" },
+      el("span", { class: "relation", text: entry.relation.replaceAll("_", " ") }),
+      flags ? el("span", { class: "flags", text: " " + flags }) : null,
+      el("span", { class: "lscore", text: " score " + entry.score }),
+      el("span", { class: "lid", text: " #" + entry.id }),
+      entry.uri ? el("span", { class: "uri", text: entry.uri }) : null));
+}
+
+// a list of relatives; an ancestor's own ancestors go above it, a descendant's descendants below it
+function lineageList(entries, key, nextTo) {
+  const list = el("ul", { class: "ltree" });
+  for (const entry of entries.slice(0, LINEAGE_SHOWN)) {
+    const node = el("li", { class: "lnode", "data-id": String(entry.id), "data-relation": entry.relation,
+                            "data-score": String(entry.score) });
+    const below = entry[key] && entry[key].length ? lineageList(entry[key], key, "#" + entry.id) : null;
+    const card = lineageCard(entry, key, nextTo);
+    if (key === "ancestors") node.append(...[below, card].filter(Boolean));
+    else node.append(...[card, below].filter(Boolean));
+    list.append(node);
+  }
+  if (entries.length > LINEAGE_SHOWN) {
+    list.append(el("li", { class: "lnode lmore", text: `… and ${entries.length - LINEAGE_SHOWN} more` }));
+  }
+  return list;
+}
+
+function showLineage(tree) {
+  const up = tree.ancestors, down = tree.descendants;
+  const upPart = up.length ? lineageList(up, "ancestors", "this image")
+    : el("p", { class: "lineage-note", text: "Nothing stored: an original, as far as we know." });
+  const downPart = down.length ? lineageList(down, "descendants", "this image")
+    : el("p", { class: "lineage-note", text: "Nothing stored." });
+  upPart.id = "lineage-ancestors";
+  upPart.classList.add("up");
+  downPart.id = "lineage-descendants";
+  downPart.classList.add("down");
+  const self = el("div", { class: "lself", "data-id": String(tree.image.id) },
+    el("figure", { class: "boxed lthumb" }, el("span", { class: "frame" },
+      el("img", { src: `/api/images/${tree.image.id}/thumbnail`, alt: "this image" }))),
+    el("span", { class: "ltext" }, el("strong", { text: "this image" }),
+      el("span", { class: "lid", text: " #" + tree.image.id })));
+  $("lineage").replaceChildren(el("h3", { class: "lineage-head", text: "Came from" }), upPart, self,
+                               el("h3", { class: "lineage-head", text: "Made from it" }), downPart);
+}
+
+async function loadLineage(id) {
+  try {
+    showLineage(await api(`/api/images/${id}/lineage`));
+  } catch (error) {
+    $("lineage").replaceChildren(el("p", { class: "lineage-note error", text: "Lineage: " + error.message }));
+  }
+}
+
 // --- the page of one stored image --------------------------------------------------------------
 async function showImagePage(id) {
   $("search-view").hidden = true;
@@ -162,6 +231,7 @@ async function showImagePage(id) {
     $("detail-uris").replaceChildren(...image.uris.map((u) => el("li", {}, safeLink(u.uri))));
     if (!image.uris.length) $("detail-uris").append(el("li", { text: "no URI recorded" }));
     $("detail-metadata").textContent = JSON.stringify(image.metadata, null, 2);
+    loadLineage(image.id); // alongside the matches; its errors stay in its own section
     const result = await api(image.links.matches + "?limit=24");
     showResults(result, image.links.thumbnail);
   } catch (error) {
