@@ -100,10 +100,13 @@ def store_real(conn: psycopg.Connection, corpus: Path, home: Path) -> None:
 class Synthesiser:
     def __init__(self, conn: psycopg.Connection, seed: int):
         self.rng = np.random.default_rng(seed)
-        rows = conn.execute("select hash::bigint as h from regions").fetchall()
+        # the real images are the ones with thumbnails (synthetic ones have none)
+        rows = conn.execute("select r.hash::bigint as h from regions r join images i on i.id = r.image_id "
+                            "where i.thumbnail is not null").fetchall()
         self.real_hashes = np.array([r["h"] for r in rows], dtype=np.int64).view(np.uint64)
         descs = [kpmod.from_bytes(r["data"]).descriptors
-                 for r in conn.execute("select data from image_keypoints").fetchall()]
+                 for r in conn.execute("select k.data from image_keypoints k join images i on i.id = k.image_id "
+                                       "where i.thumbnail is not null").fetchall()]
         real = np.concatenate(descs)
         pick = real[self.rng.integers(0, len(real), BANK)]
         flips = self._bitmasks(BANK, FLIP_MIN, FLIP_MAX)
@@ -317,7 +320,8 @@ def main() -> None:
         results.append({"size": "corpus only", **run_queries(conn, args.corpus, queries), **table_sizes(conn)})
         synth = None
         for size in [int(s) for s in args.sizes.split(",")]:
-            synth = synth or Synthesiser(conn, args.seed)
+            have = conn.execute("select count(*) as n from images").fetchone()["n"]
+            synth = synth or (Synthesiser(conn, args.seed) if have < size else None)
             load_s = grow(conn, synth, size)
             log(f"{size:,} images (load {load_s:.0f} s); querying")
             results.append({"size": size, "load_s": round(load_s), **run_queries(conn, args.corpus, queries),
