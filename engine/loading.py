@@ -146,8 +146,7 @@ def load_image(
 def thumbnail_jpeg(image: Image.Image, max_side: int = 256, quality: int = 80) -> bytes:
     """A small JPEG preview whose longer side is at most max_side."""
     thumb = image.convert("RGB") if image.mode not in ("RGB", "L") else image.copy()
-    # reducing_gap: a box reduction by an integer factor first, then LANCZOS over the last >= 3x
-    thumb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    thumb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)  # Pillow reduces by 2x steps first
     out = io.BytesIO()
     thumb.save(out, "JPEG", quality=quality, optimize=True)
     return out.getvalue()
