@@ -179,16 +179,15 @@ def test_thumbnail(stored, reader):
 # --- lineage -----------------------------------------------------------------------------------------
 def test_lineage_of_a_crop_and_of_its_source(writer, reader, doc):
     from engine import db
-    from engine.provenance import lineage, link_pending
+    from engine.provenance import lineage
 
     taj = "photos/gcompris__tajMahal.jpg"
-    ids = {}
+    ids, edges = {}, {}
     for name, data in (("taj", (POOL / taj).read_bytes()), ("taj_crop", crop_of(taj, (0.2, 0.1, 0.8, 0.9)))):
         r = writer.post("/api/images", content=data, params={"uri": f"https://example.org/{name}.jpg"})
         assert r.status_code == 201, r.text
-        ids[name] = r.json()["id"]
-    with db.connect() as conn:  # POST /api/images stores; linking is `ingest` / `relink --pending`
-        link_pending(conn)
+        ids[name], edges[name] = r.json()["id"], r.json()["edges"]
+    assert edges["taj_crop"] >= 1  # a new image is linked as it is stored
 
     r = reader.get(f"/api/images/{ids['taj_crop']}/lineage")
     assert r.status_code == 200, r.text

@@ -99,8 +99,10 @@ SCHEMAS = {
                  regions={"type": "array", "items": obj(["kind", "box", "phash"], kind=STR, box=BOX, phash=STR)},
                  keypoints=INT, uris={"type": "array", "items": obj(["uri", "first_seen"], uri=STR, first_seen=STR)},
                  has_thumbnail=BOOL, links=LINKS),
-    "Stored": obj(["id", "created", "sha256", "uri", "width", "height", "format", "links"], id=INT, created=BOOL,
-                  sha256=STR, uri=NULL_STR, width=INT, height=INT, format=STR, links=LINKS),
+    "Stored": obj(["id", "created", "sha256", "uri", "width", "height", "format", "edges", "links"], id=INT,
+                  created=BOOL, sha256=STR, uri=NULL_STR, width=INT, height=INT, format=STR,
+                  edges=NULL_INT,  # provenance edges stored for a new image (null: already stored, or left pending)
+                  links=LINKS),
     "RandomImage": obj(["id", "links"], id=INT, links=LINKS),
     "Comparison": obj(["related", "score", "relation", "mirrored", "rotated", "distance", "inliers", "evidence",
                        "a_box", "b_box", "a", "b"],

@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool
 from .. import db, provenance
 from ..compare import compare, stored_query
 from ..config import Settings
-from ..errors import NotFoundError
+from ..errors import ImgsearchError, NotFoundError
 from ..fingerprint import QueryFingerprint, fingerprint, query_fingerprint
 from ..model import Fingerprint, Hash, Match
 from ..queries import query
@@ -190,9 +190,19 @@ class Service:
         t1 = time.perf_counter()
         with self.pool.connection() as conn:
             stored = store(conn, fp, uri, metadata)
-        self._timed("store", t1)
+            conn.commit()  # the image is kept even if linking it fails below
+            self._timed("store", t1)
+            edges = None
+            if stored.created:  # provenance: match the new image against the collection, store its edges
+                t2 = time.perf_counter()
+                try:
+                    edges = len(provenance.link(conn, stored.image_id))
+                except ImgsearchError:  # left pending: `imgsearch relink --pending` links it later
+                    conn.rollback()
+                self._timed("link", t2)
         return {"id": stored.image_id, "created": stored.created, "sha256": fp.sha256.hex(), "uri": uri,
-                "width": fp.width, "height": fp.height, "format": fp.format, "links": links(stored.image_id)}
+                "width": fp.width, "height": fp.height, "format": fp.format, "edges": edges,
+                "links": links(stored.image_id)}
 
     def delete(self, image_id: int) -> None:
         with self.pool.connection() as conn:
