@@ -1,90 +1,232 @@
-"""Ingest: files and folders in, fingerprinted in worker processes, stored one image per transaction.
+"""Ingest: inputs in, fingerprinted in worker processes, written in batches, resumable.
 
-A bad file is reported (path, error code, message) and the run goes on.
+* Inputs (``engine.sources.Item``) whose URI is already recorded are skipped without being
+  read: the fast path that makes a re-run after an interruption cheap (``recheck`` turns it off).
+* The rest are read (files) or fetched (URLs, with the safe fetcher), decoded and fingerprinted
+  in worker processes (default: one per core), which also pack the rows (``store.prepare``).
+* The parent writes the results in batches (``store.store_batch``), each one transaction: an
+  image is stored whole or not at all, so a run killed at any moment (even ``kill -9``) and
+  started again ends with every image exactly once (SHA-256 is unique, URIs unique per image).
+* A bad input becomes an error entry (path, code, message) and the run goes on; an unexpected
+  exception in a worker too. A worker process that dies (a decoder crash, the OOM killer)
+  takes nothing with it: its in-flight inputs are retried one at a time, and only the one that
+  kills a worker again is reported (``worker_crashed``).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
-from .errors import ImgsearchError
-from .fingerprint import fingerprint
-from .model import Fingerprint
+from .errors import DatabaseError, ImgsearchError, ProcessingError, WorkerCrashedError
 from .queries import query
-from .store import store
+from .sources import Item
+from .store import Entry, Prepared, prepare, store_batch
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-
-
-def iter_image_files(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Files as given; folders walked recursively (sorted) for image suffixes."""
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            for sub in sorted(path.rglob("*")):
-                if sub.is_file() and sub.suffix.lower() in IMAGE_SUFFIXES:
-                    yield sub.resolve()
-        else:
-            yield path.resolve() if path.exists() else path
+BATCH_IMAGES = 64  # a batch is written when it holds this many images ...
+BATCH_SECONDS = 1.0  # ... or its first result is this old
+IN_FLIGHT_PER_WORKER = 4  # inputs queued per worker process
+MAX_ATTEMPTS = 2  # a worker crash is retried once, alone
+URI_CHUNK = 5000  # URIs per look-up of already recorded ones
 
 
-@dataclass
+@dataclass(frozen=True)
+class Outcome:
+    """What a worker made of one input: rows to store, or an error entry."""
+
+    item: Item
+    prepared: Prepared | None
+    error: dict | None
+
+
+@dataclass(frozen=True)
 class IngestSummary:
-    added: int = 0
-    duplicates: int = 0  # bytes already stored: the URI was recorded
-    failed: list[dict] = field(default_factory=list)
+    total: int = 0  # inputs of the run
+    added: int = 0  # new images stored
+    duplicates: int = 0  # inputs whose bytes were stored already (their URI is recorded): includes skipped
+    skipped: int = 0  # of the duplicates, those recognised by their URI alone, not read again
+    errors: tuple[dict, ...] = ()  # {"path", "code", "message"} per failed input
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return len(self.errors)
 
     def to_json(self) -> dict:
-        return {"added": self.added, "duplicates": self.duplicates, "failed": len(self.failed),
-                "errors": self.failed}
+        return {"total": self.total, "added": self.added, "duplicates": self.duplicates, "skipped": self.skipped,
+                "failed": self.failed, "seconds": round(self.seconds, 3),
+                "rate": round((self.total - self.skipped) / self.seconds, 2) if self.seconds > 0 else None,
+                "errors": list(self.errors)}
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a run would do (``--dry-run``): nothing is read, fingerprinted or written."""
+
+    total: int
+    to_read: tuple[Item, ...]
+    skipped: int  # URIs recorded already
+    missing: tuple[str, ...]  # files that do not exist
+
+    def to_json(self) -> dict:
+        return {"dry_run": True, "total": self.total, "to_ingest": len(self.to_read), "skipped": self.skipped,
+                "urls": sum(i.url for i in self.to_read), "files": sum(not i.url for i in self.to_read),
+                "missing": list(self.missing)}
+
+
+def error_entry(path: str, exc: ImgsearchError) -> dict:
+    return {"path": path, **exc.to_dict()}
+
+
+# --- workers ---------------------------------------------------------------------------------
 def _init_worker() -> None:
-    """One worker process per core: keep OpenCV from starting a thread pool in each of them."""
+    """One worker process per core: OpenCV on one thread each, and die with the parent (so a
+    killed run leaves no orphan workers behind)."""
     import cv2
 
     cv2.setNumThreads(1)
-
-
-def _fingerprint_file(path: Path) -> tuple[Path, Fingerprint | None, dict | None]:
     try:
-        return path, fingerprint(path), None
-    except ImgsearchError as exc:
-        return path, None, {"path": str(path), **exc.to_dict()}
-    except Exception as exc:  # noqa: BLE001 - a worker must report, never take the batch down
-        return path, None, {"path": str(path), "code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):  # pragma: no cover - other systems: workers see EOF instead
+        pass
 
 
-def ingest_files(conn: psycopg.Connection, files: list[Path], workers: int | None = None,
-                 progress=None) -> IngestSummary:
-    summary = IngestSummary()
-    workers = workers or os.cpu_count() or 1
+def process(item: Item) -> Outcome:
+    """Read or fetch, fingerprint and pack one input; every failure becomes an error entry."""
+    from .fingerprint import fingerprint
 
-    def results() -> Iterator[tuple[Path, Fingerprint | None, dict | None]]:
-        if workers == 1 or len(files) < 4:
-            yield from map(_fingerprint_file, files)
-            return
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
-            yield from pool.map(_fingerprint_file, files, chunksize=4)
+    try:
+        if item.url:
+            from .fetch import fetch
 
-    for path, fp, error in results():
-        if error is None:
-            stored = store(conn, fp, str(path))
-            if stored.created:
-                summary.added += 1
-            else:
-                summary.duplicates += 1
+            fp = fingerprint(fetch(item.uri).content, name=item.uri)
         else:
-            summary.failed.append(error)
-        if progress is not None:
-            progress(1)
-    if summary.added:  # fresh statistics: the word scores' idf reads the planner's image count
-        conn.execute(query("analyze_tables"))
-        conn.commit()
-    return summary
+            fp = fingerprint(Path(item.uri))
+        return Outcome(item, prepare(fp), None)
+    except ImgsearchError as exc:
+        return Outcome(item, None, error_entry(item.uri, exc))
+    except Exception as exc:  # noqa: BLE001 - a worker must report, never take the batch down
+        return Outcome(item, None, error_entry(item.uri, ProcessingError(f"{item.uri}: {type(exc).__name__}: {exc}")))
+
+
+def outcomes(items: Sequence[Item], workers: int) -> Iterator[Outcome]:
+    """Process items in `workers` processes (in this one when workers is 0), results as they come."""
+    if workers <= 0:
+        yield from map(process, items)
+        return
+    queue: deque[tuple[Item, int]] = deque((item, 0) for item in items)
+    pending: dict[Future, tuple[Item, int]] = {}
+    context = multiprocessing.get_context("spawn")  # no inherited database socket or pipe ends
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
+    try:
+        while queue or pending:
+            # an input that was in flight when a worker died runs alone, to tell who killed it
+            suspect_running = any(tries for _, tries in pending.values())
+            while queue and not suspect_running and len(pending) < workers * IN_FLIGHT_PER_WORKER:
+                if queue[0][1] and pending:
+                    break
+                item, tries = queue.popleft()
+                pending[pool.submit(process, item)] = (item, tries)
+                suspect_running = tries > 0
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            broken = False
+            for future in done:
+                item, tries = pending.pop(future)
+                try:
+                    yield future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    if tries + 1 >= MAX_ATTEMPTS:
+                        crash = WorkerCrashedError(f"{item.uri}: the worker process died while reading it")
+                        yield Outcome(item, None, error_entry(item.uri, crash))
+                    else:
+                        queue.appendleft((item, tries + 1))
+            if broken:  # every other future of the dead pool fails too: requeue them
+                for future, (item, tries) in list(pending.items()):
+                    if future.done() and not future.cancelled() and future.exception() is None:
+                        yield future.result()
+                    else:
+                        queue.appendleft((item, tries + 1))
+                pending.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+# --- the run ---------------------------------------------------------------------------------
+def recorded_uris(conn: psycopg.Connection, uris: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for at in range(0, len(uris), URI_CHUNK):
+        rows = conn.execute(query("recorded_uris"), {"uris": list(uris[at:at + URI_CHUNK])}).fetchall()
+        found.update(row["uri"] for row in rows)
+    conn.commit()
+    return found
+
+
+def plan(conn: psycopg.Connection, items: Sequence[Item], recheck: bool = False) -> Plan:
+    known = set() if recheck else recorded_uris(conn, [i.uri for i in items])
+    todo = tuple(i for i in items if i.uri not in known)
+    missing = tuple(i.uri for i in todo if not i.url and not os.path.lexists(i.uri))
+    return Plan(len(items), todo, len(items) - len(todo), missing)
+
+
+def ingest(conn: psycopg.Connection, items: Sequence[Item], *, workers: int | None = None, recheck: bool = False,
+           progress: Callable[[int], object] | None = None, on_error: Callable[[dict], object] | None = None,
+           batch_images: int = BATCH_IMAGES, batch_seconds: float = BATCH_SECONDS) -> IngestSummary:
+    """Store every item; see the module doc. ``progress(n)``: n more inputs are done (stored,
+    skipped or failed); ``on_error(entry)``: an input failed."""
+    started = time.perf_counter()
+    progress = progress or (lambda n: None)
+    on_error = on_error or (lambda e: None)
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    try:
+        run = plan(conn, items, recheck)
+        progress(run.skipped)
+        added = duplicates = 0
+        errors: list[dict] = []
+        batch: list[Entry] = []
+        batch_started = 0.0
+
+        def flush() -> None:
+            nonlocal added, duplicates
+            stored = store_batch(conn, batch)
+            created = sum(s.created for s in stored)
+            added += created
+            duplicates += len(stored) - created
+            progress(len(batch))
+            batch.clear()
+
+        # the parent writes while workers fingerprint; tiny runs are not worth starting processes for
+        for outcome in outcomes(run.to_read, workers if len(run.to_read) >= 4 else 0):
+            if outcome.error is not None:
+                errors.append(outcome.error)
+                on_error(outcome.error)
+                progress(1)
+            else:
+                if not batch:
+                    batch_started = time.perf_counter()
+                batch.append(Entry(outcome.prepared, outcome.item.uri, outcome.item.metadata))
+            if batch and (len(batch) >= batch_images or time.perf_counter() - batch_started >= batch_seconds):
+                flush()
+        if batch:
+            flush()
+        if added:  # fresh statistics: the word scores' idf reads the planner's image count
+            conn.execute(query("analyze_tables"))
+            conn.commit()
+    except psycopg.Error as exc:
+        raise DatabaseError(f"the database failed during ingest: {str(exc).strip()}") from exc
+    return IngestSummary(total=len(items), added=added, duplicates=duplicates + run.skipped, skipped=run.skipped,
+                         errors=tuple(errors), seconds=time.perf_counter() - started)

@@ -161,3 +161,47 @@ select i.id, i.width, i.height, i.format, i.file_size, i.sha256, i.pdq::text as 
                  where u.image_id = i.id), '{}') as uris
 from images i left join image_keypoints k on k.image_id = i.id
 where i.id = any(%(ids)s::bigint[]);
+
+-- name: insert_images_batch
+-- Many images in one statement (an ingest batch); bytes already stored are skipped, and the
+-- ids of the rows inserted now come back. Rows go in sha256 order, so that concurrent runs
+-- storing the same images wait for each other instead of deadlocking.
+insert into images (sha256, width, height, format, file_size, ahash, dhash, phash, pdq, pdq_quality,
+                    thumbnail, metadata)
+select t.sha256, t.width, t.height, t.format, t.file_size, t.ahash::bit(64), t.dhash::bit(64), t.phash::bit(64),
+       t.pdq::bit(256), t.pdq_quality, t.thumbnail, t.metadata::jsonb
+from unnest(%(sha256)s::bytea[], %(width)s::int4[], %(height)s::int4[], %(format)s::text[], %(file_size)s::int8[],
+            %(ahash)s::text[], %(dhash)s::text[], %(phash)s::text[], %(pdq)s::text[], %(pdq_quality)s::int2[],
+            %(thumbnail)s::bytea[], %(metadata)s::text[])
+     as t(sha256, width, height, format, file_size, ahash, dhash, phash, pdq, pdq_quality, thumbnail, metadata)
+order by t.sha256
+on conflict (sha256) do nothing
+returning id, sha256;
+
+-- name: image_ids_by_sha256
+select id, sha256 from images where sha256 = any(%(sha256)s::bytea[]);
+
+-- name: insert_uris_batch
+insert into image_uris (image_id, uri)
+select * from unnest(%(image_ids)s::int8[], %(uris)s::text[]) as t(image_id, uri)
+order by 1, 2
+on conflict (image_id, uri) do nothing;
+
+-- name: merge_metadata_batch
+-- Metadata that comes with bytes already stored joins the image's; keys it has already keep their values.
+update images i set metadata = t.metadata::jsonb || i.metadata
+from unnest(%(image_ids)s::int8[], %(metadata)s::text[]) as t(id, metadata)
+where i.id = t.id;
+
+-- name: copy_regions
+copy regions (image_id, region_no, kind, x0, y0, x1, y1, hash) from stdin;
+
+-- name: copy_keypoints
+copy image_keypoints (image_id, data) from stdin;
+
+-- name: copy_postings_binary
+copy keypoint_words (word, image_id, angle, level) from stdin with (format binary);
+
+-- name: recorded_uris
+-- Which of these URIs are recorded already (a resumed ingest skips them without reading them).
+select uri from image_uris where uri = any(%(uris)s::text[]);
