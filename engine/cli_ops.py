@@ -1,4 +1,4 @@
-"""Commands for the people who run the engine: ingest.
+"""Commands for the people who run the engine: ingest, delete, stats, export, dupes.
 
 Registered with ``engine.cli.command`` (imported through ``engine.cli.AREA_MODULES``). Exit
 codes as everywhere: 0 all went well, 1 some inputs were bad (each reported, the rest done),
@@ -104,3 +104,88 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     obj = summary.to_json()
     emit(obj, args.json, _summary_text(obj))
     return 1 if summary.failed else 0
+
+
+# --- delete ----------------------------------------------------------------------------------
+@command("delete", "delete images, each named by its id or by a URI it was ingested from", lambda p: (
+    p.add_argument("refs", nargs="+", metavar="ID|URI"), json_flag(p, "one JSON object per ID|URI")))
+def cmd_delete(args: argparse.Namespace) -> int:
+    from .catalog import delete
+
+    with db.connect() as conn:
+        results = delete(conn, args.refs)
+    missing = 0
+    for d in results:
+        missing += d.image_id is None
+        obj = {"ref": d.ref, "deleted": d.image_id is not None, "id": d.image_id, "uris": list(d.uris)}
+        text = (f"{d.ref}: deleted image {d.image_id} ({', '.join(d.uris) or 'no URI'})" if d.image_id is not None
+                else f"{d.ref}: error not_found: no image with this id or URI")
+        emit(obj, args.json, text)
+    return 1 if missing else 0
+
+
+# --- stats -----------------------------------------------------------------------------------
+@command("stats", "count images, regions and URIs; database, table and index sizes", json_flag)
+def cmd_stats(args: argparse.Namespace) -> int:
+    from .catalog import stats
+
+    with db.connect() as conn:
+        info = stats(conn)
+    lines = [f"{'images:':<24}{info['images']}", f"{'regions:':<24}{info['regions']}",
+             f"{'URIs:':<24}{info['uris']}", f"{'images with keypoints:':<24}{info['images_with_keypoints']}",
+             f"{'word postings (est.):':<24}{info['word_postings_estimate']}",
+             f"{'database size:':<24}{human(info['database_bytes'])}", "tables (data / indexes):"]
+    lines += [f"  {name:<22}{human(t['bytes']):>10} / {human(t['index_bytes'])}" for name, t in info["tables"].items()]
+    lines.append("indexes:")
+    lines += [f"  {name:<30}{human(i['bytes']):>10}" for name, i in info["indexes"].items()]
+    emit(info, args.json, "\n".join(lines))
+    return 0
+
+
+# --- export ----------------------------------------------------------------------------------
+@command("export", "every stored image: id, URIs, hashes, metadata", lambda p: (
+    p.add_argument("--after-id", type=int, default=0, help="only images with a larger id (incremental exports)"),
+    json_flag(p, "one JSON object per image and line (without it: id, pHash and URIs, tab-separated)")))
+def cmd_export(args: argparse.Namespace) -> int:
+    from .catalog import export
+
+    with db.connect() as conn:
+        for obj in export(conn, args.after_id):
+            if args.json:
+                sys.stdout.write(json.dumps(obj) + "\n")
+            else:
+                sys.stdout.write(f"{obj['id']}\t{obj['hashes']['phash']}\t{' '.join(obj['uris'])}\n")
+    sys.stdout.flush()
+    return 0
+
+
+# --- dupes -----------------------------------------------------------------------------------
+def _dupes_arguments(p: argparse.ArgumentParser) -> None:
+    from .dupes import LEVELS
+
+    p.add_argument("--level", choices=list(LEVELS), default="normal",
+                   help="strict: re-encoded/resized copies; normal: also light edits; loose: also crops, captions")
+    json_flag(p, "one JSON object per group and line")
+
+
+@command("dupes", "groups of near-duplicate images in the whole collection, best copy first", _dupes_arguments)
+def cmd_dupes(args: argparse.Namespace) -> int:
+    from .dupes import find_groups
+
+    with db.connect() as conn:
+        groups = find_groups(conn, args.level)
+    for no, group in enumerate(groups, start=1):
+        if args.json:
+            emit({"group": no, **group.to_json()}, True)
+        else:
+            lines = [f"group {no}: {len(group.copies)} images"]
+            for c in group.copies:
+                mark = "*" if c.best else " "
+                lines.append(f"  {mark} id={c.id:<8} {c.width}x{c.height} {human(c.file_size):>9} "
+                             f"d={c.phash_bits:<2} {c.uris[0] if c.uris else ''}")
+            print("\n".join(lines))
+    if not args.json:
+        extra = sum(len(g.copies) - 1 for g in groups)
+        print(f"{len(groups)} group(s); {extra} image(s) besides the best copies (* = best: most pixels, then "
+              "largest file)")
+    return 0
