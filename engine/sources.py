@@ -15,7 +15,7 @@ absolute (symlink-resolved) path of a file, or the URL as given. Rules:
   other non-empty columns become the image's metadata;
 * ``-`` reads arguments from stdin, one a line, each like a command-line argument.
 
-The same URI listed twice is one input (the first one's metadata wins).
+The same URI listed twice is one input; metadata is merged, the first value of a key winning.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import csv
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TextIO
@@ -150,10 +150,13 @@ def collect(args: Sequence[str] = (), *, url_lists: Sequence[str] = (), csv_file
         for path in csv_files:
             yield from from_csv(path, errors)
 
-    seen: set[str] = set()
-    items = []
+    at: dict[str, int] = {}
+    items: list[Item] = []
     for item in expanded():
-        if item.uri not in seen:
-            seen.add(item.uri)
+        if item.uri not in at:
+            at[item.uri] = len(items)
             items.append(item)
+        elif item.metadata:  # listed again, e.g. in a folder and in a CSV: keep the metadata
+            first = items[at[item.uri]]
+            items[at[item.uri]] = replace(first, metadata={**item.metadata, **(first.metadata or {})})
     return Listing(tuple(items), tuple(errors))
