@@ -244,3 +244,41 @@ def test_stdin_globs_and_dry_run(db_url, tmp_path):
     assert dry["missing"] == [str((tmp_path / "gone.jpg").resolve())]
     text = cli("ingest", str(folder / "keep"))
     assert text.returncode == 0 and "skipped by URI" in text.stdout and text.stderr == ""  # no bar off a tty
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The ingest's worker processes (spawned children running multiprocessing's spawn_main)."""
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            children = open(f"/proc/{pid}/task/{task}/children").read().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            try:
+                if b"spawn_main" in open(f"/proc/{child}/cmdline", "rb").read():
+                    out.append(child)
+            except OSError:
+                continue
+    return out
+
+
+def test_a_worker_killed_mid_run_costs_a_retry_not_an_image(db_url, tmp_path):
+    files = variants(tmp_path / "imgs", 24)
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "ingest", "--json", "--workers", "2",
+                             str(tmp_path / "imgs")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ), start_new_session=True)
+    try:
+        wait_for_images(db_url, 2, proc)
+        victims = worker_pids(proc.pid)
+        assert victims, "no worker process found"
+        os.kill(victims[0], signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            kill_run(proc)
+    assert proc.returncode == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert (summary["added"], summary["failed"]) == (len(files), 0)
+    assert rows(db_url, "select count(*) as n from images")[0]["n"] == len(files)
+    check_whole(db_url)
