@@ -71,9 +71,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         text = (f"would ingest {obj['to_ingest']} of {obj['total']} inputs ({obj['files']} files, {obj['urls']} URLs); "
                 f"{obj['skipped']} are recorded already")
         text += "".join(f"\n  missing: {m}" for m in obj["missing"])
-        text += "".join(f"\n  {e['path']}: {e['code']}: {e['message']}" for e in listing.errors)
+        text += "".join(f"\n  {e['path']}: {e['code']}: {e['message']}" for e in (*listing.errors, *obj["refused"]))
         emit(obj, args.json, text)
-        return 1 if obj["missing"] or listing.errors else 0
+        return 1 if obj["missing"] or obj["refused"] or listing.errors else 0
     try:
         errors_file = open(args.errors, "w", encoding="utf-8") if args.errors else None  # noqa: SIM115
     except OSError as exc:

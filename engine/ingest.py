@@ -27,7 +27,7 @@ from pathlib import Path
 
 import psycopg
 
-from .errors import DatabaseError, ImgsearchError, ProcessingError, WorkerCrashedError
+from .errors import DatabaseError, ImgsearchError, InputError, ProcessingError, WorkerCrashedError
 from .queries import query
 from .sources import Item
 from .store import Entry, Prepared, prepare, store_batch
@@ -37,6 +37,9 @@ BATCH_SECONDS = 1.0  # ... or its first result is this old
 IN_FLIGHT_PER_WORKER = 4  # inputs queued per worker process
 MAX_ATTEMPTS = 2  # a worker crash is retried once, alone
 URI_CHUNK = 5000  # URIs per look-up of already recorded ones
+MAX_URI_BYTES = 2000  # a btree entry holds ~2.7 kB: longer URIs are refused up front
+# the database refusing one row (bad text, a value too large...): that input fails, not the batch
+ROW_ERRORS = (psycopg.errors.DataError, psycopg.errors.ProgramLimitExceeded, psycopg.errors.IntegrityError)
 
 
 @dataclass(frozen=True)
@@ -76,15 +79,27 @@ class Plan:
     to_read: tuple[Item, ...]
     skipped: int  # URIs recorded already
     missing: tuple[str, ...]  # files that do not exist
+    refused: tuple[dict, ...] = ()  # URIs that cannot be recorded (too long, NUL, undecodable): error entries
 
     def to_json(self) -> dict:
         return {"dry_run": True, "total": self.total, "to_ingest": len(self.to_read), "skipped": self.skipped,
                 "urls": sum(i.url for i in self.to_read), "files": sum(not i.url for i in self.to_read),
-                "missing": list(self.missing)}
+                "missing": list(self.missing), "refused": list(self.refused)}
 
 
 def error_entry(path: str, exc: ImgsearchError) -> dict:
     return {"path": path, **exc.to_dict()}
+
+
+def uri_problem(uri: str) -> str | None:
+    """Why a URI cannot be recorded, if it cannot."""
+    if "\x00" in uri:
+        return "contains a NUL character"
+    try:
+        size = len(uri.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 (a file name with undecodable bytes?)"
+    return f"is longer than {MAX_URI_BYTES} bytes" if size > MAX_URI_BYTES else None
 
 
 # --- workers ---------------------------------------------------------------------------------
@@ -177,10 +192,16 @@ def recorded_uris(conn: psycopg.Connection, uris: Sequence[str]) -> set[str]:
 
 
 def plan(conn: psycopg.Connection, items: Sequence[Item], recheck: bool = False) -> Plan:
-    known = set() if recheck else recorded_uris(conn, [i.uri for i in items])
-    todo = tuple(i for i in items if i.uri not in known)
+    refused = []
+    for item in items:
+        if problem := uri_problem(item.uri):
+            label = item.uri.encode("utf-8", "backslashreplace").decode()[:300].replace("\x00", "\\0")
+            refused.append(error_entry(label, InputError(f"{label}: {problem}")))
+    valid = [i for i in items if not uri_problem(i.uri)] if refused else list(items)
+    known = set() if recheck else recorded_uris(conn, [i.uri for i in valid])
+    todo = tuple(i for i in valid if i.uri not in known)
     missing = tuple(i.uri for i in todo if not i.url and not os.path.lexists(i.uri))
-    return Plan(len(items), todo, len(items) - len(todo), missing)
+    return Plan(len(items), todo, len(valid) - len(todo), missing, tuple(refused))
 
 
 def ingest(conn: psycopg.Connection, items: Sequence[Item], *, workers: int | None = None, recheck: bool = False,
@@ -202,19 +223,36 @@ def ingest(conn: psycopg.Connection, items: Sequence[Item], *, workers: int | No
 
         def flush() -> None:
             nonlocal added, duplicates
-            stored = store_batch(conn, batch)
+            try:
+                stored = store_batch(conn, batch)
+            except ROW_ERRORS:  # one entry the database refuses: store the others one by one
+                stored = []
+                for entry in batch:
+                    try:
+                        stored.extend(store_batch(conn, [entry]))
+                    except ROW_ERRORS as exc:
+                        fail(error_entry(entry.uri, ProcessingError(f"{entry.uri}: the database refused it "
+                                                                    f"({str(exc).strip()})")), count=False)
             created = sum(s.created for s in stored)
             added += created
             duplicates += len(stored) - created
             progress(len(batch))
             batch.clear()
 
-        # the parent writes while workers fingerprint; tiny runs are not worth starting processes for
-        for outcome in outcomes(run.to_read, workers if len(run.to_read) >= 4 else 0):
-            if outcome.error is not None:
-                errors.append(outcome.error)
-                on_error(outcome.error)
+        def fail(entry: dict, count: bool = True) -> None:
+            errors.append(entry)
+            on_error(entry)
+            if count:
                 progress(1)
+
+        for entry in run.refused:
+            fail(entry)
+        todo = run.to_read
+
+        # the parent writes while workers fingerprint; tiny runs are not worth starting processes for
+        for outcome in outcomes(todo, workers if len(todo) >= 4 else 0):
+            if outcome.error is not None:
+                fail(outcome.error)
             else:
                 if not batch:
                     batch_started = time.perf_counter()

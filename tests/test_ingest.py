@@ -3,6 +3,7 @@ globs, dry runs and exit statuses. Real PostgreSQL, real images, the CLI as a su
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import http.server
@@ -10,8 +11,10 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 
@@ -279,6 +282,59 @@ def test_a_worker_killed_mid_run_costs_a_retry_not_an_image(db_url, tmp_path):
             kill_run(proc)
     assert proc.returncode == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
-    assert (summary["added"], summary["failed"]) == (len(files), 0)
-    assert rows(db_url, "select count(*) as n from images")[0]["n"] == len(files)
+    distinct = len({hashlib.sha256(f.read_bytes()).digest() for f in files})
+    assert (summary["added"], summary["duplicates"], summary["failed"]) == (distinct, len(files) - distinct, 0)
+    assert rows(db_url, "select count(*) as n from images")[0]["n"] == distinct
+    assert rows(db_url, "select count(*) as n from image_uris")[0]["n"] == len(files)
+    check_whole(db_url)
+
+
+def test_a_progress_bar_on_a_terminal_only(db_url, tmp_path):
+    variants(tmp_path / "imgs", 5)
+    master, tty = os.openpty()
+    fcntl.ioctl(tty, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    shown = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other side is closed
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "engine.cli", "ingest", "--workers", "1", str(tmp_path / "imgs")],
+                              stdout=subprocess.PIPE, stderr=tty, text=True, env=dict(os.environ), timeout=300)
+    finally:
+        os.close(tty)
+        reader.join(timeout=10)
+        os.close(master)
+    assert proc.returncode == 0
+    assert b"5/5" in shown and b"img/s" in shown  # done/total and rate (ETA while it runs)
+    assert "added 5" in proc.stdout
+
+
+def test_inputs_the_database_cannot_take_fail_alone(db_url, tmp_path):
+    """A URI too long for an index, a file name that is not UTF-8, metadata PostgreSQL refuses (NUL):
+    each is reported, and the other images of the batch are stored."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    shutil.copy(PHOTOS[0], folder / "nul_meta.jpg")
+    shutil.copy(PHOTOS[1], folder / "fine.jpg")
+    shutil.copy(PHOTOS[2], os.path.join(os.fsencode(folder), b"caf\xe9.jpg"))
+    long_url = "http://127.0.0.1/" + "a" * 3000 + ".jpg"
+    (tmp_path / "export.csv").write_text(f"uri,note\n{folder / 'nul_meta.jpg'},has\x00nul\n{long_url},long\n")
+    r = cli("ingest", "--json", "--csv", str(tmp_path / "export.csv"), str(folder))
+    assert r.returncode == 1, r.stderr
+    summary = last_json(r)
+    assert (summary["total"], summary["added"], summary["failed"]) == (4, 1, 3)
+    messages = sorted(e["message"] for e in summary["errors"])
+    assert any("database refused" in m and "nul_meta.jpg" in m for m in messages)
+    assert any("not valid UTF-8" in m for m in messages) and any("longer than" in m for m in messages)
+    assert [r["uri"] for r in rows(db_url, "select uri from image_uris")] == [str((folder / "fine.jpg").resolve())]
     check_whole(db_url)
