@@ -136,8 +136,9 @@ def process(item: Item) -> Outcome:
         return Outcome(item, None, error_entry(item.uri, ProcessingError(f"{item.uri}: {type(exc).__name__}: {exc}")))
 
 
-def outcomes(items: Sequence[Item], workers: int) -> Iterator[Outcome]:
-    """Process items in `workers` processes (in this one when workers is 0), results as they come."""
+def outcomes(items: Sequence[Item], workers: int, tick: float | None = None) -> Iterator[Outcome | None]:
+    """Process items in `workers` processes (in this one when workers is 0), results as they come;
+    with `tick`, also None whenever that many seconds pass without a result (time to write a batch)."""
     if workers <= 0:
         yield from map(process, items)
         return
@@ -155,7 +156,10 @@ def outcomes(items: Sequence[Item], workers: int) -> Iterator[Outcome]:
                 item, tries = queue.popleft()
                 pending[pool.submit(process, item)] = (item, tries)
                 suspect_running = tries > 0
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            done, _ = wait(pending, timeout=tick, return_when=FIRST_COMPLETED)
+            if not done:
+                yield None
+                continue
             broken = False
             for future in done:
                 item, tries = pending.pop(future)
@@ -250,8 +254,10 @@ def ingest(conn: psycopg.Connection, items: Sequence[Item], *, workers: int | No
         todo = run.to_read
 
         # the parent writes while workers fingerprint; tiny runs are not worth starting processes for
-        for outcome in outcomes(todo, workers if len(todo) >= 4 else 0):
-            if outcome.error is not None:
+        for outcome in outcomes(todo, workers if len(todo) >= 4 else 0, tick=batch_seconds):
+            if outcome is None:  # nothing new for a while: results waiting in the batch get written
+                pass
+            elif outcome.error is not None:
                 fail(outcome.error)
             else:
                 if not batch:
