@@ -108,13 +108,33 @@ def wait_for_images(url: str, at_least: int, proc: subprocess.Popen, timeout: fl
     raise AssertionError(f"the run ended or stalled before storing {at_least} images")
 
 
-def kill_run(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGKILL)  # the parent only, as `kill -9 PID` does
+def live_group_members(pgid: int) -> list[int]:
+    """Processes of a process group that are not zombies."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def kill_run(proc: subprocess.Popen) -> list[int]:
+    """kill -9 the parent only (as `kill -9 PID` does); returns the processes of its group still
+    alive a few seconds later (its workers should have died with it)."""
+    proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while (left := live_group_members(proc.pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
     try:
-        os.killpg(proc.pid, signal.SIGKILL)  # workers die with the parent; this is only a safety net
+        os.killpg(proc.pid, signal.SIGKILL)  # a safety net for the other tests
     except ProcessLookupError:
         pass
+    return left
 
 
 def test_kill_9_in_the_middle_then_a_rerun_stores_every_image_exactly_once(db_url, tmp_path):
@@ -128,8 +148,9 @@ def test_kill_9_in_the_middle_then_a_rerun_stores_every_image_exactly_once(db_ur
         try:
             wait_for_images(db_url, at_least, proc)
         finally:
-            kill_run(proc)
+            orphans = kill_run(proc)
         assert proc.returncode == -signal.SIGKILL
+        assert orphans == [], "worker processes outlived the killed run"
         stored_before.append(rows(db_url, "select count(*) as n from image_uris")[0]["n"])
         check_whole(db_url)
     assert stored_before[-1] < len(files) + 1, "the run finished before it was killed"
