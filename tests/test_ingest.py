@@ -243,6 +243,15 @@ def test_a_csv_export_keeps_its_columns_as_metadata(db_url, tmp_path, web):
     assert meta[local] == {"title": "First", "license": "CC0"}  # the first row's values win
     assert meta[(f"{web}/{PHOTOS[1].name}",)] == {"title": "Remote", "license": "CC-BY"}
 
+    # the same bytes again, later, from another place: new keys join, the stored values stay
+    shutil.copy(PHOTOS[0], folder / "third.jpg")
+    (folder / "later.csv").write_text("uri,title,source\nthird.jpg,Third,archive\n")
+    later = last_json(cli("ingest", "--json", "--csv", str(folder / "later.csv")))
+    assert (later["added"], later["duplicates"]) == (0, 1)
+    merged = rows(db_url, "select i.metadata from images i join image_uris u on u.image_id = i.id "
+                          "where u.uri like '%third.jpg'")
+    assert merged == [{"metadata": {"title": "First", "license": "CC0", "source": "archive"}}]
+
 
 def test_stdin_globs_and_dry_run(db_url, tmp_path):
     folder = tmp_path / "tree"
