@@ -97,13 +97,17 @@ def bare(files: list[Path]) -> float:
     return len(files) / (time.perf_counter() - t)
 
 
-def end_to_end(url: str, items: list[Item], workers: int) -> tuple[float, float]:
-    """(images/s of a first run, inputs/s of a second run that finds every URI recorded)."""
+def end_to_end(url: str, items: list[Item], workers: int) -> tuple[float, float, float]:
+    """(images/s of a first run, the same once the first batch is written (worker start-up
+    excluded), inputs/s of a second run that finds every URI recorded)."""
+    marks: list[tuple[float, int]] = []
     with db.raw_connect(url) as conn:
-        first = ingest(conn, items, workers=workers)
+        first = ingest(conn, items, workers=workers, progress=lambda n: marks.append((time.perf_counter(), n)))
         again = ingest(conn, items, workers=workers)
     assert first.failed == 0 and again.skipped == len(items), (first, again)
-    return first.added / first.seconds, len(items) / again.seconds
+    done = [(t, n) for t, n in marks if n]
+    steady = sum(n for _, n in done[1:]) / (done[-1][0] - done[0][0]) if len(done) > 1 else float("nan")
+    return first.added / first.seconds, steady, len(items) / again.seconds
 
 
 def store_rate(url: str, entries: list[Entry], rounds: int, tag: str, batch: int = 64) -> float:
@@ -205,8 +209,9 @@ def main() -> None:
     url = ""
     for w in workers:
         url = fresh(server, "bench_ingest")
-        rate, skip = end_to_end(url, items, w)
+        rate, steady, skip = end_to_end(url, items, w)
         row(f"end to end into an empty database, {w} worker(s)", rate)
+        row(f"  the same after the first batch (without worker start-up), {w} worker(s)", steady)
         row(f"re-run, every URI recorded (resume fast path), {w} worker(s)", skip, "inputs/s")
     row("store only (store_batch, batches of 64), empty database",
         store_rate(url, entries, args.store_rounds, "empty"))
