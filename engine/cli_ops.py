@@ -47,7 +47,8 @@ def _ingest_arguments(p: argparse.ArgumentParser) -> None:
 
 def _summary_text(obj: dict) -> str:
     text = (f"{obj['total']} inputs: added {obj['added']}, already stored {obj['duplicates']} "
-            f"({obj['skipped']} skipped by URI), failed {obj['failed']} in {obj['seconds']:.1f} s")
+            f"({obj['skipped']} skipped by URI, {obj['by_sha256']} recognised by their bytes), failed {obj['failed']} "
+            f"in {obj['seconds']:.1f} s")
     if obj.get("rate"):
         text += f" ({obj['rate']:.1f} inputs/s read)"
     for err in obj["errors"]:

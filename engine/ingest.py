@@ -2,40 +2,38 @@
 
 * Inputs (``engine.sources.Item``) whose URI is already recorded are skipped without being
   read: the fast path that makes a re-run after an interruption cheap (``recheck`` turns it off).
-* The rest are read (files) or fetched (URLs, with the safe fetcher), decoded and fingerprinted
-  in worker processes (default: one per core), which also pack the rows (``store.prepare``).
+* The rest are read (files) or fetched (URLs, with the safe fetcher) in worker processes
+  (default: one per core). Bytes already stored (their SHA-256, looked up on the worker's own
+  connection) only get the new URI recorded: the same picture at another place costs a read, not
+  a fingerprint. The others are decoded, fingerprinted and packed into rows (``store.prepare``).
 * The parent writes the results in batches (``store.store_batch``), each one transaction: an
   image is stored whole or not at all, so a run killed at any moment (even ``kill -9``) and
   started again ends with every image exactly once (SHA-256 is unique, URIs unique per image).
 * A bad input becomes an error entry (path, code, message) and the run goes on; an unexpected
   exception in a worker too. A worker process that dies (a decoder crash, the OOM killer)
-  takes nothing with it: its in-flight inputs are retried one at a time, and only the one that
-  kills a worker again is reported (``worker_crashed``).
+  takes nothing with it (``engine.workpool``): the input it died on is retried once in a fresh
+  worker and reported (``worker_crashed``) only if it kills that one too.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import hashlib
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 
 from .errors import DatabaseError, ImgsearchError, InputError, ProcessingError, WorkerCrashedError
 from .queries import query
 from .sources import Item
-from .store import Entry, Prepared, prepare, store_batch
+from .store import Entry, Prepared, prepare, record_uris, store_batch
+from .workpool import imap_unordered
 
 BATCH_IMAGES = 64  # a batch is written when it holds this many images ...
 BATCH_SECONDS = 1.0  # ... or its first result is this old
-IN_FLIGHT_PER_WORKER = 4  # inputs queued per worker process
-MAX_ATTEMPTS = 2  # a worker crash is retried once, alone
+IN_FLIGHT_PER_WORKER = 2  # inputs sent to a worker process at a time (one read, one waiting)
 URI_CHUNK = 5000  # URIs per look-up of already recorded ones
 MAX_URI_BYTES = 2000  # a btree entry holds ~2.7 kB: longer URIs are refused up front
 # the database refusing one row (bad text, a value too large...): that input fails, not the batch
@@ -49,6 +47,7 @@ class Outcome:
     item: Item
     prepared: Prepared | None
     error: dict | None
+    known: bytes | None = None  # the SHA-256 of bytes stored already: only the URI is to be recorded
 
 
 @dataclass(frozen=True)
@@ -57,6 +56,7 @@ class IngestSummary:
     added: int = 0  # new images stored
     duplicates: int = 0  # inputs whose bytes were stored already (their URI is recorded): includes skipped
     skipped: int = 0  # of the duplicates, those recognised by their URI alone, not read again
+    by_sha256: int = 0  # of the duplicates, those recognised by their bytes' SHA-256, not fingerprinted
     errors: tuple[dict, ...] = ()  # {"path", "code", "message"} per failed input
     seconds: float = 0.0
 
@@ -66,7 +66,7 @@ class IngestSummary:
 
     def to_json(self) -> dict:
         return {"total": self.total, "added": self.added, "duplicates": self.duplicates, "skipped": self.skipped,
-                "failed": self.failed, "seconds": round(self.seconds, 3),
+                "by_sha256": self.by_sha256, "failed": self.failed, "seconds": round(self.seconds, 3),
                 "rate": round((self.total - self.skipped) / self.seconds, 2) if self.seconds > 0 else None,
                 "errors": list(self.errors)}
 
@@ -103,12 +103,17 @@ def uri_problem(uri: str) -> str | None:
 
 
 # --- workers ---------------------------------------------------------------------------------
-def _init_worker() -> None:
+_worker: dict = {}  # per worker process: the conninfo and connection of the stored-bytes check
+
+
+def _init_worker(conninfo: str | None = None) -> None:
     """One worker process per core: OpenCV on one thread each, and die with the parent (so a
-    killed run leaves no orphan workers behind)."""
+    killed run leaves no orphan workers behind). With conninfo, bytes are looked up before they
+    are fingerprinted."""
     import cv2
 
     cv2.setNumThreads(1)
+    _worker["conninfo"] = conninfo
     try:
         import ctypes
         import signal
@@ -118,17 +123,36 @@ def _init_worker() -> None:
         pass
 
 
+def _stored_already(sha256: bytes) -> bool:
+    """Whether these bytes are stored, on the worker's own connection; if that fails: no."""
+    if not _worker.get("conninfo"):
+        return False
+    try:
+        if _worker.get("conn") is None or _worker["conn"].closed:
+            _worker["conn"] = psycopg.connect(_worker["conninfo"], autocommit=True, connect_timeout=10)
+        return _worker["conn"].execute(query("image_id_by_sha256"), {"sha256": sha256}).fetchone() is not None
+    except psycopg.Error:
+        _worker["conn"] = None
+        return False
+
+
 def process(item: Item) -> Outcome:
-    """Read or fetch, fingerprint and pack one input; every failure becomes an error entry."""
+    """Read or fetch one input; bytes stored already are only recognised (in a worker that can
+    look them up), others are fingerprinted and packed. Every failure becomes an error entry."""
     from .fingerprint import fingerprint
+    from .loading import load_bytes
 
     try:
         if item.url:
             from .fetch import fetch
 
-            fp = fingerprint(fetch(item.uri).content, name=item.uri)
+            data = fetch(item.uri).content
         else:
-            fp = fingerprint(Path(item.uri))
+            data = load_bytes(item.uri)
+        sha256 = hashlib.sha256(data).digest()
+        if data and _stored_already(sha256):
+            return Outcome(item, None, None, known=sha256)
+        fp = fingerprint(data, name=item.uri)
         return Outcome(item, prepare(fp), None)
     except ImgsearchError as exc:
         return Outcome(item, None, error_entry(item.uri, exc))
@@ -136,53 +160,21 @@ def process(item: Item) -> Outcome:
         return Outcome(item, None, error_entry(item.uri, ProcessingError(f"{item.uri}: {type(exc).__name__}: {exc}")))
 
 
-def outcomes(items: Sequence[Item], workers: int, tick: float | None = None) -> Iterator[Outcome | None]:
+def _crashed(item: Item) -> Outcome:
+    crash = WorkerCrashedError(f"{item.uri}: the worker process died while reading it")
+    return Outcome(item, None, error_entry(item.uri, crash))
+
+
+def outcomes(items: Sequence[Item], workers: int, tick: float | None = None,
+             conninfo: str | None = None) -> Iterator[Outcome | None]:
     """Process items in `workers` processes (in this one when workers is 0), results as they come;
-    with `tick`, also None whenever that many seconds pass without a result (time to write a batch)."""
+    with `tick`, also None whenever that many seconds pass without a result (time to write a batch);
+    with `conninfo`, workers recognise bytes stored in that database instead of fingerprinting them."""
     if workers <= 0:
         yield from map(process, items)
         return
-    queue: deque[tuple[Item, int]] = deque((item, 0) for item in items)
-    pending: dict[Future, tuple[Item, int]] = {}
-    context = multiprocessing.get_context("spawn")  # no inherited database socket or pipe ends
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
-    try:
-        while queue or pending:
-            # an input that was in flight when a worker died runs alone, to tell who killed it
-            suspect_running = any(tries for _, tries in pending.values())
-            while queue and not suspect_running and len(pending) < workers * IN_FLIGHT_PER_WORKER:
-                if queue[0][1] and pending:
-                    break
-                item, tries = queue.popleft()
-                pending[pool.submit(process, item)] = (item, tries)
-                suspect_running = tries > 0
-            done, _ = wait(pending, timeout=tick, return_when=FIRST_COMPLETED)
-            if not done:
-                yield None
-                continue
-            broken = False
-            for future in done:
-                item, tries = pending.pop(future)
-                try:
-                    yield future.result()
-                except BrokenProcessPool:
-                    broken = True
-                    if tries + 1 >= MAX_ATTEMPTS:
-                        crash = WorkerCrashedError(f"{item.uri}: the worker process died while reading it")
-                        yield Outcome(item, None, error_entry(item.uri, crash))
-                    else:
-                        queue.appendleft((item, tries + 1))
-            if broken:  # every other future of the dead pool fails too: requeue them
-                for future, (item, tries) in list(pending.items()):
-                    if future.done() and not future.cancelled() and future.exception() is None:
-                        yield future.result()
-                    else:
-                        queue.appendleft((item, tries + 1))
-                pending.clear()
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+    yield from imap_unordered(process, items, workers, crashed=_crashed, initializer=_init_worker,
+                              initargs=(conninfo,), depth=IN_FLIGHT_PER_WORKER, tick=tick)
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -208,6 +200,14 @@ def plan(conn: psycopg.Connection, items: Sequence[Item], recheck: bool = False)
     return Plan(len(items), todo, len(valid) - len(todo), missing, tuple(refused))
 
 
+def _conninfo(conn: psycopg.Connection) -> str:
+    """How a worker reaches the same database (the password too: dsn leaves it out)."""
+    from psycopg.conninfo import make_conninfo
+
+    password = conn.info.password
+    return make_conninfo(conn.info.dsn, **({"password": password} if password else {}))
+
+
 def ingest(conn: psycopg.Connection, items: Sequence[Item], *, workers: int | None = None, recheck: bool = False,
            progress: Callable[[int], object] | None = None, on_error: Callable[[dict], object] | None = None,
            batch_images: int = BATCH_IMAGES, batch_seconds: float = BATCH_SECONDS) -> IngestSummary:
@@ -217,60 +217,95 @@ def ingest(conn: psycopg.Connection, items: Sequence[Item], *, workers: int | No
     progress = progress or (lambda n: None)
     on_error = on_error or (lambda e: None)
     workers = (os.cpu_count() or 1) if workers is None else workers
+    added = duplicates = by_sha256 = 0
+    errors: list[dict] = []
+    batch: list[Entry] = []
+    known: list[Outcome] = []  # bytes stored already: their URIs are recorded with the batch
+    redo: list[Item] = []  # recognised, but the image was deleted before its URI was recorded
+
+    def fail(entry: dict, count: bool = True) -> None:
+        errors.append(entry)
+        on_error(entry)
+        if count:
+            progress(1)
+
+    def refused(uri: str, exc: Exception) -> None:
+        fail(error_entry(uri, ProcessingError(f"{uri}: the database refused it ({str(exc).strip()})")), count=False)
+
+    def record_known() -> tuple[int, int]:
+        """Record the URIs of bytes stored already: (recorded, to fingerprint again), the latter
+        when their image was deleted meanwhile."""
+        rows = [(o.known, o.item.uri, o.item.metadata) for o in known]
+        try:
+            found = record_uris(conn, rows)
+            status = ["ok" if o.known in found else "redo" for o in known]
+        except ROW_ERRORS:  # one the database refuses: the others one by one
+            status = []
+            for outcome, row in zip(known, rows, strict=True):
+                try:
+                    status.append("ok" if outcome.known in record_uris(conn, [row]) else "redo")
+                except ROW_ERRORS as exc:
+                    refused(outcome.item.uri, exc)
+                    status.append("failed")
+        redo.extend(o.item for o, st in zip(known, status, strict=True) if st == "redo")
+        return status.count("ok"), status.count("redo")
+
+    def write() -> None:
+        nonlocal added, duplicates, by_sha256
+        try:
+            stored = store_batch(conn, batch)
+        except ROW_ERRORS:  # one entry the database refuses: store the others one by one
+            stored = []
+            for entry in batch:
+                try:
+                    stored.extend(store_batch(conn, [entry]))
+                except ROW_ERRORS as exc:
+                    refused(entry.uri, exc)
+        created = sum(s.created for s in stored)
+        added += created
+        duplicates += len(stored) - created
+        recorded, redone = record_known()
+        duplicates += recorded
+        by_sha256 += recorded
+        progress(len(batch) + len(known) - redone)
+        batch.clear()
+        known.clear()
+
     try:
         run = plan(conn, items, recheck)
         progress(run.skipped)
-        added = duplicates = 0
-        errors: list[dict] = []
-        batch: list[Entry] = []
-        batch_started = 0.0
-
-        def flush() -> None:
-            nonlocal added, duplicates
-            try:
-                stored = store_batch(conn, batch)
-            except ROW_ERRORS:  # one entry the database refuses: store the others one by one
-                stored = []
-                for entry in batch:
-                    try:
-                        stored.extend(store_batch(conn, [entry]))
-                    except ROW_ERRORS as exc:
-                        fail(error_entry(entry.uri, ProcessingError(f"{entry.uri}: the database refused it "
-                                                                    f"({str(exc).strip()})")), count=False)
-            created = sum(s.created for s in stored)
-            added += created
-            duplicates += len(stored) - created
-            progress(len(batch))
-            batch.clear()
-
-        def fail(entry: dict, count: bool = True) -> None:
-            errors.append(entry)
-            on_error(entry)
-            if count:
-                progress(1)
-
         for entry in run.refused:
             fail(entry)
-        todo = run.to_read
-
         # the parent writes while workers fingerprint; tiny runs are not worth starting processes for
-        for outcome in outcomes(todo, workers if len(todo) >= 4 else 0, tick=batch_seconds):
-            if outcome is None:  # nothing new for a while: results waiting in the batch get written
-                pass
-            elif outcome.error is not None:
-                fail(outcome.error)
-            else:
-                if not batch:
-                    batch_started = time.perf_counter()
-                batch.append(Entry(outcome.prepared, outcome.item.uri, outcome.item.metadata))
-            if batch and (len(batch) >= batch_images or time.perf_counter() - batch_started >= batch_seconds):
-                flush()
-        if batch:
-            flush()
+        parallel = workers if len(run.to_read) >= 4 else 0
+        results = outcomes(run.to_read, parallel, tick=batch_seconds, conninfo=_conninfo(conn) if parallel else None)
+        batch_started = 0.0
+        while True:
+            for outcome in results:
+                if outcome is None:  # nothing new for a while: results waiting in the batch get written
+                    pass
+                elif outcome.error is not None:
+                    fail(outcome.error)
+                else:
+                    if not batch and not known:
+                        batch_started = time.perf_counter()
+                    if outcome.known is not None:
+                        known.append(outcome)
+                    else:
+                        batch.append(Entry(outcome.prepared, outcome.item.uri, outcome.item.metadata))
+                pending = len(batch) + len(known)
+                if pending and (pending >= batch_images or time.perf_counter() - batch_started >= batch_seconds):
+                    write()
+            if batch or known:
+                write()
+            if not redo:
+                break
+            results = outcomes(list(redo), 0)  # rare: fingerprint them here
+            redo.clear()
         if added:  # fresh statistics: the word scores' idf reads the planner's image count
             conn.execute(query("analyze_tables"))
             conn.commit()
     except psycopg.Error as exc:
         raise DatabaseError(f"the database failed during ingest: {str(exc).strip()}") from exc
     return IngestSummary(total=len(items), added=added, duplicates=duplicates + run.skipped, skipped=run.skipped,
-                         errors=tuple(errors), seconds=time.perf_counter() - started)
+                         by_sha256=by_sha256, errors=tuple(errors), seconds=time.perf_counter() - started)

@@ -166,6 +166,28 @@ def store_batch(conn: psycopg.Connection, entries: Sequence[Entry]) -> list[Stor
             for no, e in enumerate(entries)]
 
 
+def record_uris(conn: psycopg.Connection, entries: Sequence[tuple[bytes, str, dict | None]]) -> dict[bytes, int]:
+    """Record (sha256, uri, metadata) for bytes stored already, in one transaction (or the
+    caller's); returns {sha256: image id} of those found (an image deleted meanwhile is not)."""
+    if not entries:
+        return {}
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(query("lock_images_by_sha256"), {"sha256": list({sha for sha, _, _ in entries})})
+        ids = {bytes(row["sha256"]): row["id"] for row in cur.fetchall()}
+        found = [(ids[sha], uri, meta) for sha, uri, meta in entries if sha in ids]
+        if found:
+            cur.execute(query("insert_uris_batch"), {"image_ids": [i for i, _, _ in found],
+                                                     "uris": [u for _, u, _ in found]})
+        merged: dict[int, dict] = {}
+        for image_id, _, meta in reversed(found):
+            if meta:
+                merged[image_id] = {**merged.get(image_id, {}), **meta}
+        if merged:
+            cur.execute(query("merge_metadata_batch"), {"image_ids": list(merged),
+                                                        "metadata": [json.dumps(m) for m in merged.values()]})
+    return ids
+
+
 def store(conn: psycopg.Connection, fp: Fingerprint, uri: str | None, metadata: dict | None = None) -> Stored:
     """Insert one fingerprinted image in its own transaction (or the caller's)."""
     return store_batch(conn, [Entry(prepare(fp), uri, metadata)])[0]

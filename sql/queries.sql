@@ -276,3 +276,7 @@ with pairs as (
 select p.a, p.b
 from pairs p join images i on i.id = p.a join images j on j.id = p.b
 where bit_count(i.pdq # j.pdq) <= %(pdq_bits)s;
+
+-- name: lock_images_by_sha256
+-- Images already stored with these bytes, locked against deletion until the URIs are recorded.
+select id, sha256 from images where sha256 = any(%(sha256)s::bytea[]) for key share;

@@ -98,6 +98,20 @@ def test_the_same_bytes_under_two_paths_is_one_image_with_two_uris(db_url, tmp_p
     assert rows(db_url, "select count(*) as n from image_uris")[0]["n"] == 2
 
 
+def test_the_same_bytes_at_new_places_are_recognised_before_they_are_fingerprinted(db_url, tmp_path):
+    files = variants(tmp_path / "first", 6)
+    assert last_json(cli("ingest", "--json", str(tmp_path / "first")))["failed"] == 0
+    shutil.copytree(tmp_path / "first", tmp_path / "moved")
+    r = cli("ingest", "--json", str(tmp_path / "moved"))
+    assert r.returncode == 0, r.stderr
+    summary = last_json(r)
+    distinct = len({hashlib.sha256(f.read_bytes()).digest() for f in files})
+    assert (summary["added"], summary["duplicates"], summary["skipped"]) == (0, len(files), 0)
+    assert summary["by_sha256"] == len(files)  # read, hashed, recognised: not fingerprinted
+    assert rows(db_url, "select count(*) as n from images")[0]["n"] == distinct
+    assert rows(db_url, "select count(*) as n from image_uris")[0]["n"] == 2 * len(files)
+
+
 def wait_for_images(url: str, at_least: int, proc: subprocess.Popen, timeout: float = 240) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
