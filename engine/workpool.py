@@ -43,7 +43,10 @@ class _Worker:
 
     def send(self, task: object, tries: int) -> None:
         self.tasks.append((task, tries))
-        self.conn.send(task)
+        try:
+            self.conn.send(task)
+        except OSError:  # it died and we have not seen it yet: its sentinel will tell, and the task goes back
+            pass
 
     def stop(self) -> None:
         try:
