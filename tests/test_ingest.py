@@ -152,7 +152,7 @@ def kill_run(proc: subprocess.Popen) -> list[int]:
 
 
 def test_kill_9_in_the_middle_then_a_rerun_stores_every_image_exactly_once(db_url, tmp_path):
-    files = variants(tmp_path / "many", 48)
+    files = variants(tmp_path / "many", 64)
     shutil.copy(files[0], tmp_path / "many" / "same_bytes.jpg")  # a duplicate in the mix
     args = [sys.executable, "-m", "engine.cli", "ingest", "--json", "--workers", "2", str(tmp_path / "many")]
     stored_before = []
@@ -311,14 +311,16 @@ def worker_pids(pid: int) -> list[int]:
 
 
 def test_a_worker_killed_mid_run_costs_a_retry_not_an_image(db_url, tmp_path):
-    files = variants(tmp_path / "imgs", 24)
+    files = variants(tmp_path / "imgs", 48)
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "ingest", "--json", "--workers", "2",
                              str(tmp_path / "imgs")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ), start_new_session=True)
     try:
-        wait_for_images(db_url, 2, proc)
-        victims = worker_pids(proc.pid)
+        deadline = time.monotonic() + 120
+        while not (victims := worker_pids(proc.pid)) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
         assert victims, "no worker process found"
+        time.sleep(1.0)  # at work on its inputs by now
         os.kill(victims[0], signal.SIGKILL)
         out, err = proc.communicate(timeout=300)
     finally:
