@@ -108,7 +108,7 @@ def end_to_end(url: str, items: list[Item], workers: int) -> tuple[float, float,
     with db.raw_connect(url) as conn, tempfile.TemporaryDirectory() as copies:
         first = ingest(conn, items, workers=workers, progress=lambda n: marks.append((time.perf_counter(), n)))
         again = ingest(conn, items, workers=workers)
-        moved = [Item(shutil.copy(i.uri, Path(copies) / f"{n}{Path(i.uri).suffix}")) for n, i in enumerate(items)]
+        moved = [Item(str(shutil.copy(i.uri, Path(copies) / f"{n}{Path(i.uri).suffix}"))) for n, i in enumerate(items)]
         elsewhere = ingest(conn, moved, workers=workers)
     assert first.failed == 0 and again.skipped == len(items), (first, again)
     assert elsewhere.by_sha256 == len(items), elsewhere
