@@ -42,7 +42,7 @@ ROW_ERRORS = (psycopg.errors.DataError, psycopg.errors.ProgramLimitExceeded, psy
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a worker made of one input: rows to store, or an error entry."""
+    """What a worker made of one input: rows to store, bytes stored already (known), or an error entry."""
 
     item: Item
     prepared: Prepared | None
