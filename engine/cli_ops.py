@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import replace
 
@@ -150,13 +151,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .catalog import export
 
-    with db.connect() as conn:
-        for obj in export(conn, args.after_id):
-            if args.json:
-                sys.stdout.write(json.dumps(obj) + "\n")
-            else:
-                sys.stdout.write(f"{obj['id']}\t{obj['hashes']['phash']}\t{' '.join(obj['uris'])}\n")
-    sys.stdout.flush()
+    try:
+        with db.connect() as conn:
+            for obj in export(conn, args.after_id):
+                if args.json:
+                    sys.stdout.write(json.dumps(obj) + "\n")
+                else:
+                    sys.stdout.write(f"{obj['id']}\t{obj['hashes']['phash']}\t{' '.join(obj['uris'])}\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `imgsearch export --json | head`: the reader has had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

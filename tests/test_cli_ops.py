@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from helpers_ingest import PHOTOS, cli, fresh_database, last_json
@@ -77,3 +80,18 @@ def test_delete_by_id_and_by_uri(stored):
                                "(select 1 from images i where i.id = r.image_id)").fetchone()["n"]
     assert left == 1 and orphans == 0
     assert cli("delete", "--json", str(out[0]["id"])).returncode == 1  # gone already
+
+
+def test_export_into_a_pipe_closed_early(pg_server, monkeypatch):
+    """`imgsearch export --json | head -n 1` on more rows than a pipe holds: no traceback."""
+    monkeypatch.setenv("DATABASE_URL", fresh_database(pg_server, "cli_ops_pipe"))
+    with db.connect() as conn:
+        conn.execute("""
+            insert into images (sha256, width, height, format, file_size, ahash, dhash, phash, pdq, pdq_quality)
+            select sha256(int8send(g)), 10, 10, 'PNG', 100, b, b, b, b || b || b || b, 0
+            from generate_series(1, 3000) g, lateral (select (g * 2654435761)::bit(64) as b) h""")
+        conn.commit()
+    r = subprocess.run(f"{sys.executable} -m engine.cli export --json | head -n 1", shell=True, capture_output=True,
+                       text=True, env=dict(os.environ), timeout=120)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 1
+    assert "Traceback" not in r.stderr and "Error" not in r.stderr, r.stderr
