@@ -120,39 +120,6 @@ def cmd_hash(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-# --- ingest ----------------------------------------------------------------------------------
-def _ingest_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="+")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
-    p.add_argument("--no-link", action="store_true", help="skip provenance linking (later: imgsearch relink --pending)")
-    json_flag(p, "print a machine-readable summary")
-
-
-@command("ingest", "store images from files and folders", _ingest_arguments)
-def cmd_ingest(args: argparse.Namespace) -> int:
-    from .ingest import ingest_files, iter_image_files
-    from .provenance import link_pending
-
-    files = list(iter_image_files(args.paths))
-    with db.connect() as conn:
-        bar = None
-        if not args.json and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(files), unit="img", file=sys.stderr)
-        summary = ingest_files(conn, files, workers=args.workers, progress=bar.update if bar else None)
-        if bar:
-            bar.close()
-        links = None if args.no_link else link_pending(conn)  # provenance edges of the new images
-    obj = summary.to_json() | ({"linked": links.linked, "edges": links.edges} if links else {})
-    text = f"added {summary.added}, already stored {summary.duplicates}, failed {len(summary.failed)}"
-    text += f", linked {links.linked} ({links.edges} edges)" if links else ""
-    for err in summary.failed:
-        text += f"\n  {err['path']}: {err['code']}: {err['message']}"
-    emit(obj, args.json, text)
-    return 1 if summary.failed else 0
-
-
 # --- search ----------------------------------------------------------------------------------
 def _match_line(m) -> str:
     box = ",".join(f"{v:.2f}" for v in m.target_box)
@@ -204,7 +171,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # Modules holding the commands of other areas (each registers itself with @command on import).
-AREA_MODULES: tuple[str, ...] = ("cli_web", "cli_lineage")
+AREA_MODULES: tuple[str, ...] = ("cli_ops", "cli_web", "cli_lineage")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -62,6 +62,18 @@ class URLRefusedError(FetchError):
     http_status = 400
 
 
+class ProcessingError(InputError):
+    """One input made the engine fail in an unexpected way (a bug, a crashed worker process):
+    reported for that input like bad input, and the run goes on."""
+
+    code = "internal_error"
+    http_status = 500
+
+
+class WorkerCrashedError(ProcessingError):
+    code = "worker_crashed"
+
+
 class NotFoundError(ImgsearchError):
     code = "not_found"
     http_status = 404
@@ -92,6 +104,14 @@ class RequestTimeoutError(InputError):
 class ConfigError(ImgsearchError):
     code = "config_error"
     http_status = 500
+    exit_code = 2
+
+
+class SourceError(ImgsearchError):
+    """A list of inputs (``--urls``, ``--csv``) cannot be read: the run cannot start."""
+
+    code = "bad_source"
+    http_status = 400
     exit_code = 2
 
 

@@ -1,90 +1,311 @@
-"""Ingest: files and folders in, fingerprinted in worker processes, stored one image per transaction.
+"""Ingest: inputs in, fingerprinted in worker processes, written in batches, resumable.
 
-A bad file is reported (path, error code, message) and the run goes on.
+* Inputs (``engine.sources.Item``) whose URI is already recorded are skipped without being
+  read: the fast path that makes a re-run after an interruption cheap (``recheck`` turns it off).
+* The rest are read (files) or fetched (URLs, with the safe fetcher) in worker processes
+  (default: one per core). Bytes already stored (their SHA-256, looked up on the worker's own
+  connection) only get the new URI recorded: the same picture at another place costs a read, not
+  a fingerprint. The others are decoded, fingerprinted and packed into rows (``store.prepare``).
+* The parent writes the results in batches (``store.store_batch``), each one transaction: an
+  image is stored whole or not at all, so a run killed at any moment (even ``kill -9``) and
+  started again ends with every image exactly once (SHA-256 is unique, URIs unique per image).
+* A bad input becomes an error entry (path, code, message) and the run goes on; an unexpected
+  exception in a worker too. A worker process that dies (a decoder crash, the OOM killer)
+  takes nothing with it (``engine.workpool``): the input it died on is retried once in a fresh
+  worker and reported (``worker_crashed``) only if it kills that one too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import psycopg
 
-from .errors import ImgsearchError
-from .fingerprint import fingerprint
-from .model import Fingerprint
+from .errors import DatabaseError, ImgsearchError, InputError, ProcessingError, WorkerCrashedError
 from .queries import query
-from .store import store
+from .sources import Item
+from .store import Entry, Prepared, prepare, record_uris, store_batch
+from .workpool import imap_unordered
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-
-
-def iter_image_files(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Files as given; folders walked recursively (sorted) for image suffixes."""
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            for sub in sorted(path.rglob("*")):
-                if sub.is_file() and sub.suffix.lower() in IMAGE_SUFFIXES:
-                    yield sub.resolve()
-        else:
-            yield path.resolve() if path.exists() else path
+BATCH_IMAGES = 64  # a batch is written when it holds this many images ...
+BATCH_SECONDS = 1.0  # ... or its first result is this old
+IN_FLIGHT_PER_WORKER = 2  # inputs sent to a worker process at a time (one read, one waiting)
+URI_CHUNK = 5000  # URIs per look-up of already recorded ones
+MAX_URI_BYTES = 2000  # a btree entry holds ~2.7 kB: longer URIs are refused up front
+# the database refusing one row (bad text, a value too large...): that input fails, not the batch
+ROW_ERRORS = (psycopg.errors.DataError, psycopg.errors.ProgramLimitExceeded, psycopg.errors.IntegrityError)
 
 
-@dataclass
+@dataclass(frozen=True)
+class Outcome:
+    """What a worker made of one input: rows to store, bytes stored already (known), or an error entry."""
+
+    item: Item
+    prepared: Prepared | None
+    error: dict | None
+    known: bytes | None = None  # the SHA-256 of bytes stored already: only the URI is to be recorded
+
+
+@dataclass(frozen=True)
 class IngestSummary:
-    added: int = 0
-    duplicates: int = 0  # bytes already stored: the URI was recorded
-    failed: list[dict] = field(default_factory=list)
+    total: int = 0  # inputs of the run
+    added: int = 0  # new images stored
+    duplicates: int = 0  # inputs whose bytes were stored already (their URI is recorded): includes skipped
+    skipped: int = 0  # of the duplicates, those recognised by their URI alone, not read again
+    by_sha256: int = 0  # of the duplicates, those recognised by their bytes' SHA-256, not fingerprinted
+    errors: tuple[dict, ...] = ()  # {"path", "code", "message"} per failed input
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return len(self.errors)
 
     def to_json(self) -> dict:
-        return {"added": self.added, "duplicates": self.duplicates, "failed": len(self.failed),
-                "errors": self.failed}
+        return {"total": self.total, "added": self.added, "duplicates": self.duplicates, "skipped": self.skipped,
+                "by_sha256": self.by_sha256, "failed": self.failed, "seconds": round(self.seconds, 3),
+                "rate": round((self.total - self.skipped) / self.seconds, 2) if self.seconds > 0 else None,
+                "errors": list(self.errors)}
 
 
-def _init_worker() -> None:
-    """One worker process per core: keep OpenCV from starting a thread pool in each of them."""
+@dataclass(frozen=True)
+class Plan:
+    """What a run would do (``--dry-run``): nothing is read, fingerprinted or written."""
+
+    total: int
+    to_read: tuple[Item, ...]
+    skipped: int  # URIs recorded already
+    missing: tuple[str, ...]  # files that do not exist
+    refused: tuple[dict, ...] = ()  # URIs that cannot be recorded (too long, NUL, undecodable): error entries
+
+    def to_json(self) -> dict:
+        return {"dry_run": True, "total": self.total, "to_ingest": len(self.to_read), "skipped": self.skipped,
+                "urls": sum(i.url for i in self.to_read), "files": sum(not i.url for i in self.to_read),
+                "missing": list(self.missing), "refused": list(self.refused)}
+
+
+def error_entry(path: str, exc: ImgsearchError) -> dict:
+    return {"path": path, **exc.to_dict()}
+
+
+def uri_problem(uri: str) -> str | None:
+    """Why a URI cannot be recorded, if it cannot."""
+    if "\x00" in uri:
+        return "contains a NUL character"
+    try:
+        size = len(uri.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 (a file name with undecodable bytes?)"
+    return f"is longer than {MAX_URI_BYTES} bytes" if size > MAX_URI_BYTES else None
+
+
+# --- workers ---------------------------------------------------------------------------------
+_worker: dict = {}  # per worker process: the conninfo and connection of the stored-bytes check
+
+
+def _init_worker(conninfo: str | None = None) -> None:
+    """One worker process per core: OpenCV on one thread each, and die with the parent (so a
+    killed run leaves no orphan workers behind). With conninfo, bytes are looked up before they
+    are fingerprinted."""
     import cv2
 
     cv2.setNumThreads(1)
-
-
-def _fingerprint_file(path: Path) -> tuple[Path, Fingerprint | None, dict | None]:
+    _worker["conninfo"] = conninfo
     try:
-        return path, fingerprint(path), None
-    except ImgsearchError as exc:
-        return path, None, {"path": str(path), **exc.to_dict()}
-    except Exception as exc:  # noqa: BLE001 - a worker must report, never take the batch down
-        return path, None, {"path": str(path), "code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):  # pragma: no cover - other systems: workers see EOF instead
+        pass
 
 
-def ingest_files(conn: psycopg.Connection, files: list[Path], workers: int | None = None,
-                 progress=None) -> IngestSummary:
-    summary = IngestSummary()
-    workers = workers or os.cpu_count() or 1
+def _stored_already(sha256: bytes) -> bool:
+    """Whether these bytes are stored, on the worker's own connection; if that fails: no."""
+    if not _worker.get("conninfo"):
+        return False
+    try:
+        if _worker.get("conn") is None or _worker["conn"].closed:
+            _worker["conn"] = psycopg.connect(_worker["conninfo"], autocommit=True, connect_timeout=10)
+        return _worker["conn"].execute(query("image_id_by_sha256"), {"sha256": sha256}).fetchone() is not None
+    except psycopg.Error:
+        _worker["conn"] = None
+        return False
 
-    def results() -> Iterator[tuple[Path, Fingerprint | None, dict | None]]:
-        if workers == 1 or len(files) < 4:
-            yield from map(_fingerprint_file, files)
-            return
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
-            yield from pool.map(_fingerprint_file, files, chunksize=4)
 
-    for path, fp, error in results():
-        if error is None:
-            stored = store(conn, fp, str(path))
-            if stored.created:
-                summary.added += 1
-            else:
-                summary.duplicates += 1
+def process(item: Item) -> Outcome:
+    """Read or fetch one input; bytes stored already are only recognised (in a worker that can
+    look them up), others are fingerprinted and packed. Every failure becomes an error entry."""
+    from .fingerprint import fingerprint
+    from .loading import load_bytes
+
+    try:
+        if item.url:
+            from .fetch import fetch
+
+            data = fetch(item.uri).content
         else:
-            summary.failed.append(error)
-        if progress is not None:
+            data = load_bytes(item.uri)
+        sha256 = hashlib.sha256(data).digest()
+        if data and _stored_already(sha256):
+            return Outcome(item, None, None, known=sha256)
+        fp = fingerprint(data, name=item.uri)
+        return Outcome(item, prepare(fp), None)
+    except ImgsearchError as exc:
+        return Outcome(item, None, error_entry(item.uri, exc))
+    except Exception as exc:  # noqa: BLE001 - a worker must report, never take the batch down
+        return Outcome(item, None, error_entry(item.uri, ProcessingError(f"{item.uri}: {type(exc).__name__}: {exc}")))
+
+
+def _crashed(item: Item) -> Outcome:
+    crash = WorkerCrashedError(f"{item.uri}: the worker process died while reading it")
+    return Outcome(item, None, error_entry(item.uri, crash))
+
+
+def outcomes(items: Sequence[Item], workers: int, tick: float | None = None,
+             conninfo: str | None = None) -> Iterator[Outcome | None]:
+    """Process items in `workers` processes (in this one when workers is 0), results as they come;
+    with `tick`, also None whenever that many seconds pass without a result (time to write a batch);
+    with `conninfo`, workers recognise bytes stored in that database instead of fingerprinting them."""
+    if workers <= 0:
+        yield from map(process, items)
+        return
+    yield from imap_unordered(process, items, workers, crashed=_crashed, initializer=_init_worker,
+                              initargs=(conninfo,), depth=IN_FLIGHT_PER_WORKER, tick=tick)
+
+
+# --- the run ---------------------------------------------------------------------------------
+def recorded_uris(conn: psycopg.Connection, uris: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for at in range(0, len(uris), URI_CHUNK):
+        rows = conn.execute(query("recorded_uris"), {"uris": list(uris[at:at + URI_CHUNK])}).fetchall()
+        found.update(row["uri"] for row in rows)
+    conn.commit()
+    return found
+
+
+def plan(conn: psycopg.Connection, items: Sequence[Item], recheck: bool = False) -> Plan:
+    refused = []
+    for item in items:
+        if problem := uri_problem(item.uri):
+            label = item.uri.encode("utf-8", "backslashreplace").decode()[:300].replace("\x00", "\\0")
+            refused.append(error_entry(label, InputError(f"{label}: {problem}")))
+    valid = [i for i in items if not uri_problem(i.uri)] if refused else list(items)
+    known = set() if recheck else recorded_uris(conn, [i.uri for i in valid])
+    todo = tuple(i for i in valid if i.uri not in known)
+    missing = tuple(i.uri for i in todo if not i.url and not os.path.lexists(i.uri))
+    return Plan(len(items), todo, len(valid) - len(todo), missing, tuple(refused))
+
+
+def _conninfo(conn: psycopg.Connection) -> str:
+    """How a worker reaches the same database (the password too: dsn leaves it out)."""
+    from psycopg.conninfo import make_conninfo
+
+    password = conn.info.password
+    return make_conninfo(conn.info.dsn, **({"password": password} if password else {}))
+
+
+def ingest(conn: psycopg.Connection, items: Sequence[Item], *, workers: int | None = None, recheck: bool = False,
+           progress: Callable[[int], object] | None = None, on_error: Callable[[dict], object] | None = None,
+           batch_images: int = BATCH_IMAGES, batch_seconds: float = BATCH_SECONDS) -> IngestSummary:
+    """Store every item; see the module doc. ``progress(n)``: n more inputs are done (stored,
+    skipped or failed); ``on_error(entry)``: an input failed."""
+    started = time.perf_counter()
+    progress = progress or (lambda n: None)
+    on_error = on_error or (lambda e: None)
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    added = duplicates = by_sha256 = 0
+    errors: list[dict] = []
+    batch: list[Entry] = []
+    known: list[Outcome] = []  # bytes stored already: their URIs are recorded with the batch
+    redo: list[Item] = []  # recognised, but the image was deleted before its URI was recorded
+
+    def fail(entry: dict, count: bool = True) -> None:
+        errors.append(entry)
+        on_error(entry)
+        if count:
             progress(1)
-    if summary.added:  # fresh statistics: the word scores' idf reads the planner's image count
-        conn.execute(query("analyze_tables"))
-        conn.commit()
-    return summary
+
+    def refused(uri: str, exc: Exception) -> None:
+        fail(error_entry(uri, ProcessingError(f"{uri}: the database refused it ({str(exc).strip()})")), count=False)
+
+    def record_known() -> tuple[int, int]:
+        """Record the URIs of bytes stored already: (recorded, to fingerprint again), the latter
+        when their image was deleted meanwhile."""
+        rows = [(o.known, o.item.uri, o.item.metadata) for o in known]
+        try:
+            found = record_uris(conn, rows)
+            status = ["ok" if o.known in found else "redo" for o in known]
+        except ROW_ERRORS:  # one the database refuses: the others one by one
+            status = []
+            for outcome, row in zip(known, rows, strict=True):
+                try:
+                    status.append("ok" if outcome.known in record_uris(conn, [row]) else "redo")
+                except ROW_ERRORS as exc:
+                    refused(outcome.item.uri, exc)
+                    status.append("failed")
+        redo.extend(o.item for o, st in zip(known, status, strict=True) if st == "redo")
+        return status.count("ok"), status.count("redo")
+
+    def write() -> None:
+        nonlocal added, duplicates, by_sha256
+        try:
+            stored = store_batch(conn, batch)
+        except ROW_ERRORS:  # one entry the database refuses: store the others one by one
+            stored = []
+            for entry in batch:
+                try:
+                    stored.extend(store_batch(conn, [entry]))
+                except ROW_ERRORS as exc:
+                    refused(entry.uri, exc)
+        created = sum(s.created for s in stored)
+        added += created
+        duplicates += len(stored) - created
+        recorded, redone = record_known()
+        duplicates += recorded
+        by_sha256 += recorded
+        progress(len(batch) + len(known) - redone)
+        batch.clear()
+        known.clear()
+
+    try:
+        run = plan(conn, items, recheck)
+        progress(run.skipped)
+        for entry in run.refused:
+            fail(entry)
+        # the parent writes while workers fingerprint; tiny runs are not worth starting processes for
+        parallel = workers if len(run.to_read) >= 4 else 0
+        results = outcomes(run.to_read, parallel, tick=batch_seconds, conninfo=_conninfo(conn) if parallel else None)
+        batch_started = 0.0
+        while True:
+            for outcome in results:
+                if outcome is None:  # nothing new for a while: results waiting in the batch get written
+                    pass
+                elif outcome.error is not None:
+                    fail(outcome.error)
+                else:
+                    if not batch and not known:
+                        batch_started = time.perf_counter()
+                    if outcome.known is not None:
+                        known.append(outcome)
+                    else:
+                        batch.append(Entry(outcome.prepared, outcome.item.uri, outcome.item.metadata))
+                pending = len(batch) + len(known)
+                if pending and (pending >= batch_images or time.perf_counter() - batch_started >= batch_seconds):
+                    write()
+            if batch or known:
+                write()
+            if not redo:
+                break
+            results = outcomes(list(redo), 0)  # rare: fingerprint them here
+            redo.clear()
+        if added:  # fresh statistics: the word scores' idf reads the planner's image count
+            conn.execute(query("analyze_tables"))
+            conn.commit()
+    except psycopg.Error as exc:
+        raise DatabaseError(f"the database failed during ingest: {str(exc).strip()}") from exc
+    return IngestSummary(total=len(items), added=added, duplicates=duplicates + run.skipped, skipped=run.skipped,
+                         by_sha256=by_sha256, errors=tuple(errors), seconds=time.perf_counter() - started)

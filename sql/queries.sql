@@ -344,3 +344,119 @@ where not exists (select 1 from linked_images l where l.image_id = i.id and l.li
 
 -- name: backend_pid
 select pg_backend_pid() as pid;
+
+-- name: insert_images_batch
+-- Many images in one statement (an ingest batch); bytes already stored are skipped, and the
+-- ids of the rows inserted now come back. Rows go in sha256 order, so that concurrent runs
+-- storing the same images wait for each other instead of deadlocking.
+insert into images (sha256, width, height, format, file_size, ahash, dhash, phash, pdq, pdq_quality,
+                    thumbnail, metadata)
+select t.sha256, t.width, t.height, t.format, t.file_size, t.ahash::bit(64), t.dhash::bit(64), t.phash::bit(64),
+       t.pdq::bit(256), t.pdq_quality, t.thumbnail, t.metadata::jsonb
+from unnest(%(sha256)s::bytea[], %(width)s::int4[], %(height)s::int4[], %(format)s::text[], %(file_size)s::int8[],
+            %(ahash)s::text[], %(dhash)s::text[], %(phash)s::text[], %(pdq)s::text[], %(pdq_quality)s::int2[],
+            %(thumbnail)s::bytea[], %(metadata)s::text[])
+     as t(sha256, width, height, format, file_size, ahash, dhash, phash, pdq, pdq_quality, thumbnail, metadata)
+order by t.sha256
+on conflict (sha256) do nothing
+returning id, sha256;
+
+-- name: image_ids_by_sha256
+select id, sha256 from images where sha256 = any(%(sha256)s::bytea[]);
+
+-- name: insert_uris_batch
+insert into image_uris (image_id, uri)
+select * from unnest(%(image_ids)s::int8[], %(uris)s::text[]) as t(image_id, uri)
+order by 1, 2
+on conflict (image_id, uri) do nothing;
+
+-- name: merge_metadata_batch
+-- Metadata that comes with bytes already stored joins the image's; keys it has already keep their values.
+update images i set metadata = t.metadata::jsonb || i.metadata
+from unnest(%(image_ids)s::int8[], %(metadata)s::text[]) as t(id, metadata)
+where i.id = t.id;
+
+-- name: copy_regions
+copy regions (image_id, region_no, kind, x0, y0, x1, y1, hash) from stdin;
+
+-- name: copy_keypoints
+copy image_keypoints (image_id, data) from stdin;
+
+-- name: copy_postings_binary
+copy keypoint_words (word, image_id, angle, level) from stdin with (format binary);
+
+-- name: recorded_uris
+-- Which of these URIs are recorded already (a resumed ingest skips them without reading them).
+select uri from image_uris where uri = any(%(uris)s::text[]);
+
+-- name: stats_counts
+select (select count(*) from images) as images,
+       (select count(*) from regions) as regions,
+       (select count(*) from image_uris) as uris,
+       (select count(*) from image_keypoints) as images_with_keypoints,
+       (select greatest(reltuples, 0)::bigint from pg_class
+        where oid = 'keypoint_words'::regclass) as word_postings_estimate,
+       pg_database_size(current_database()) as database_bytes;
+
+-- name: stats_relations
+-- Size of every table (heap + TOAST) and index of the engine's schema.
+select c.relname as name, case when c.relkind = 'i' then 'index' else 'table' end as kind,
+       t.relname as table_name,
+       case when c.relkind = 'i' then pg_relation_size(c.oid) else pg_table_size(c.oid) end as bytes
+from pg_class c
+join pg_namespace n on n.oid = c.relnamespace
+left join pg_index x on x.indexrelid = c.oid
+left join pg_class t on t.oid = coalesce(x.indrelid, c.oid)
+where n.nspname = current_schema() and c.relkind in ('r', 'i')
+order by kind desc, bytes desc, name;
+
+-- name: export_images
+-- Every image with its URIs and region hashes, in id order (read through a server-side cursor).
+select i.id, i.sha256, i.width, i.height, i.format, i.file_size, i.ahash::text as ahash, i.dhash::text as dhash,
+       i.phash::text as phash, i.pdq::text as pdq, i.pdq_quality, i.metadata, i.created_at,
+       coalesce((select array_agg(u.uri order by u.first_seen, u.uri) from image_uris u where u.image_id = i.id),
+                '{}') as uris,
+       coalesce((select jsonb_agg(jsonb_build_array(r.kind, r.x0, r.y0, r.x1, r.y1, r.hash::text) order by r.region_no)
+                 from regions r where r.image_id = i.id and r.region_no > 0), '[]'::jsonb) as regions
+from images i
+where i.id > %(after_id)s
+order by i.id;
+
+-- name: images_brief
+select i.id, i.width, i.height, i.format, i.file_size, i.phash::text as phash,
+       coalesce((select array_agg(u.uri order by u.first_seen, u.uri) from image_uris u where u.image_id = i.id),
+                '{}') as uris
+from images i where i.id = any(%(ids)s::int8[]);
+
+-- name: delete_images
+delete from images where id = any(%(ids)s::int8[]) returning id;
+
+-- name: dupe_pairs
+-- Pairs of near-duplicate images in the whole collection: global pHashes within %(radius)s bits
+-- and PDQs within %(pdq_bits)s. Exact multi-index hashing over the images' chunk indexes
+-- (g0..g2, engine/hamming.py): each image probes every chunk value within t_i bits of its own
+-- (the XOR masks m0..m2; an empty array when a chunk needs no probe), so the self-join costs
+-- images x probes index look-ups, never images x images. A pair is kept from its lower id.
+with pairs as (
+    select a.id as a, b.id as b
+    from images a cross join unnest(%(m0)s::int4[]) as m(x)
+    join images b on b.g0 = (a.g0 # m.x)
+    where b.id > a.id and bit_count((a.gh # b.gh)::bit(64)) <= %(radius)s
+    union
+    select a.id, b.id
+    from images a cross join unnest(%(m1)s::int4[]) as m(x)
+    join images b on b.g1 = (a.g1 # m.x)
+    where b.id > a.id and bit_count((a.gh # b.gh)::bit(64)) <= %(radius)s
+    union
+    select a.id, b.id
+    from images a cross join unnest(%(m2)s::int4[]) as m(x)
+    join images b on b.g2 = (a.g2 # m.x)
+    where b.id > a.id and bit_count((a.gh # b.gh)::bit(64)) <= %(radius)s
+)
+select p.a, p.b
+from pairs p join images i on i.id = p.a join images j on j.id = p.b
+where bit_count(i.pdq # j.pdq) <= %(pdq_bits)s;
+
+-- name: lock_images_by_sha256
+-- Images already stored with these bytes, locked against deletion until the URIs are recorded.
+select id, sha256 from images where sha256 = any(%(sha256)s::bytea[]) for key share;
