@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -79,6 +80,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 def _relink_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pending", action="store_true",
                    help="only link the images not linked yet (after ingest --no-link, or an interrupted run)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     json_flag(p, "print a machine-readable summary")
 
 
@@ -94,7 +96,7 @@ def cmd_relink(args: argparse.Namespace) -> int:
             total = pending_count(conn) if args.pending else db.status(conn)["counts"]["images"]
             bar = tqdm(total=total, unit="img", file=sys.stderr)
         run = link_pending if args.pending else relink
-        summary = run(conn, progress=bar.update if bar else None)
+        summary = run(conn, progress=bar.update if bar else None, workers=args.workers or os.cpu_count() or 1)
         if bar:
             bar.close()
     obj = summary.to_json()

@@ -106,7 +106,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 bar.close()
                 bar = None
             # provenance: match every image not linked yet (this run's, or an interrupted run's)
-            links = None if args.no_link else link_pending(conn)
+            links = None if args.no_link else link_pending(conn, workers=args.workers or os.cpu_count() or 1)
     finally:
         if bar:
             bar.close()

@@ -164,9 +164,11 @@ class LinkSummary:
                 "ms_per_image": round(1000 * self.seconds / self.linked, 1) if self.linked else None}
 
 
-def link_pending(conn: psycopg.Connection, progress: Callable[[int], None] | None = None) -> LinkSummary:
+def link_pending(conn: psycopg.Connection, progress: Callable[[int], None] | None = None,
+                 workers: int = 1) -> LinkSummary:
     """Link every image not linked yet, in ingest order, each in its own transaction: an
-    interrupted run resumes where it stopped."""
+    interrupted run resumes where it stopped. With ``workers`` > 1, images are linked in that
+    many worker processes, each with its own connection (linking is CPU-bound: verification)."""
     summary = LinkSummary()
     started = time.perf_counter()
     conn.commit()
@@ -176,12 +178,17 @@ def link_pending(conn: psycopg.Connection, progress: Callable[[int], None] | Non
         conn.commit()
         if not ids:
             break
-        for image_id in ids:
-            try:
-                summary.edges += len(link(conn, image_id))
+        if workers > 1 and len(ids) > 1:
+            from .workpool import imap_unordered
+
+            # a worker that dies on an image leaves it pending (None): the next run links it again
+            results = imap_unordered(_link_in_worker, ids, workers, crashed=lambda _id: None)
+        else:
+            results = (_link_one(conn, image_id) for image_id in ids)
+        for edges in results:
+            if edges is not None:
+                summary.edges += edges
                 summary.linked += 1
-            except NotFoundError:  # deleted meanwhile
-                pass
             if progress is not None:
                 progress(1)
         after = ids[-1]
@@ -189,15 +196,39 @@ def link_pending(conn: psycopg.Connection, progress: Callable[[int], None] | Non
     return summary
 
 
+def _link_one(conn: psycopg.Connection, image_id: int) -> int | None:
+    """The number of edges stored for one image; None if it was deleted meanwhile."""
+    try:
+        return len(link(conn, image_id))
+    except NotFoundError:
+        return None
+
+
+_worker_conn: psycopg.Connection | None = None
+
+
+def _link_in_worker(image_id: int) -> int | None:
+    """link() in a worker process, on that process's own connection (opened on first use)."""
+    global _worker_conn
+    if _worker_conn is None:
+        import cv2
+
+        from . import db
+
+        cv2.setNumThreads(1)
+        _worker_conn = db.connect(migrate_schema=False)
+    return _link_one(_worker_conn, image_id)
+
+
 def pending_count(conn: psycopg.Connection) -> int:
     return conn.execute(query("pending_count")).fetchone()["pending"]
 
 
-def relink(conn: psycopg.Connection, progress: Callable[[int], None] | None = None) -> LinkSummary:
+def relink(conn: psycopg.Connection, progress: Callable[[int], None] | None = None, workers: int = 1) -> LinkSummary:
     """Forget every edge and link every image again (after a change of thresholds, say)."""
     with conn.transaction():
         conn.execute(query("reset_links"))
-    return link_pending(conn, progress)
+    return link_pending(conn, progress, workers)
 
 
 # --- answers -----------------------------------------------------------------------------------

@@ -210,6 +210,13 @@ def test_relink_recomputes_every_edge(conn, ids):
     assert edges(conn, ids) == before
 
 
+def test_linking_in_worker_processes_stores_the_same_edges(conn, ids):
+    before = edges(conn, ids)
+    summary = relink(conn, workers=2)
+    assert summary.linked == len(ids) and pending_count(conn) == 0
+    assert edges(conn, ids) == before
+
+
 def test_an_interrupted_link_run_resumes(conn, ids):
     with conn.transaction():
         conn.execute(query("reset_links"))
