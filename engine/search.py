@@ -48,6 +48,7 @@ STOP_WORD_MIN = 20  # ... unless in fewer than this many
 # postings a query reads at most, rarest words first: bounds the word scoring's cost as the
 # collection grows (bench/search.py; docs/benchmarks.md)
 WORD_POSTINGS = 40_000
+WORD_DF_CAP = 400  # words found in this many postings are skipped without counting them all
 MAX_VERIFY = 24  # at most this many candidates get feature verification per query
 
 
@@ -107,7 +108,7 @@ def lookup(conn: psycopg.Connection, q: QueryFingerprint, radius: int) -> dict[i
         "words": [int(w) for _, p in sides for w in p.word], "angles": [int(a) for _, p in sides for a in p.angle],
         "levels": [int(v) for _, p in sides for v in p.level], "sides": [s for s, p in sides for _ in p.word],
         "stop_share": STOP_WORD_SHARE, "stop_min": STOP_WORD_MIN, "min_word_score": MIN_WORD_SCORE,
-        "word_postings": WORD_POSTINGS,
+        "word_postings": WORD_POSTINGS, "df_cap": WORD_DF_CAP,
         "word_candidates": WORD_CANDIDATES,
         "sha256": q.fp.sha256,
     }).fetchall()

@@ -117,10 +117,16 @@ q as (
     select * from unnest(%(words)s::int4[], %(angles)s::int2[], %(levels)s::int2[], %(sides)s::int2[])
         as q(word, angle, level, side)
 ),
--- document frequencies, counted on the word index alone (index-only)
+-- document frequencies, counted on the word index alone (index-only), each up to df_cap: a word
+-- that reaches it is too common to be kept (below), and counting no further bounds this step's
+-- cost at (query words x df_cap) entries however large the collection grows
 df as (
-    select k.word, count(*) as df from keypoint_words k
-    where k.word = any(%(words)s::int4[]) group by k.word
+    select w.word, c.df
+    from (select distinct unnest(%(words)s::int4[]) as word) w
+    cross join lateral (
+        select count(*) as df from (select 1 from keypoint_words k where k.word = w.word limit %(df_cap)s) x
+    ) c
+    where c.df > 0
 ),
 -- the number of images: the planner's estimate (a count before the first ANALYZE)
 n as (
@@ -135,7 +141,7 @@ kept as (
     select word, df from (
         select df.word, df.df, sum(df.df) over (order by df.df, df.word) as running
         from df cross join n
-        where df.df <= greatest(%(stop_share)s * n.images, %(stop_min)s)
+        where df.df <= greatest(%(stop_share)s * n.images, %(stop_min)s) and df.df < %(df_cap)s
     ) ranked
     where running <= %(word_postings)s
 ),

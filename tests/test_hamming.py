@@ -66,7 +66,7 @@ def test_lookup_is_exact(conn, table, radius):
     region = hamming.probes(queries, [radius] * len(queries))
     glob = hamming.probes(queries[:4], [radius + 2] * 4)
     no_words = {"words": [], "angles": [], "levels": [], "sides": [], "stop_share": 0.02, "stop_min": 20,
-                "min_word_score": 1, "word_candidates": 1, "word_postings": 40000}
+                "min_word_score": 1, "word_candidates": 1, "word_postings": 40000, "df_cap": 400}
     rows = conn.execute(query("lookup"), {**region.params("r"), **glob.params("g"), **no_words,
                                           "sha256": b"\0" * 32}).fetchall()
     got = {(r["qno"], r["image_id"], r["region_no"], r["distance"]) for r in rows if r["source"] == "hash"}
