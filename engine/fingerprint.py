@@ -26,7 +26,7 @@ WORKING_SIDE = 1024
 
 
 def _fingerprint_loaded(loaded: LoadedImage, with_keypoints: bool = True,
-                        query: bool = False) -> tuple[Fingerprint, hashes.GlobalHashes]:
+                        query: bool = False) -> tuple[Fingerprint, hashes.GlobalHashes, dict | None]:
     timings: dict[str, float] = {}
     t = time.perf_counter()
 
@@ -39,7 +39,11 @@ def _fingerprint_loaded(loaded: LoadedImage, with_keypoints: bool = True,
     image = loaded.image
     glob = hashes.global_hashes(image, with_dihedral=query)
     lap("global_hashes")
-    pdq_hash, pdq_quality = pdq.pdq_hash(image)
+    if query:  # the 8 rotations/flips come from one DCT; identity is the image's own PDQ
+        pdq_variants, pdq_quality = pdq.pdq_dihedral(image)
+        pdq_hash = pdq_variants["identity"]
+    else:
+        pdq_variants, (pdq_hash, pdq_quality) = None, pdq.pdq_hash(image)
     lap("pdq")
     regions = tuple(find_regions(image, loaded.alpha_mask))
     lap("regions")
@@ -53,7 +57,7 @@ def _fingerprint_loaded(loaded: LoadedImage, with_keypoints: bool = True,
         pdq=pdq_hash, pdq_quality=pdq_quality,
         regions=regions, keypoints=kp, thumbnail=thumb, timings=timings,
     )
-    return fp, glob
+    return fp, glob, pdq_variants
 
 
 def fingerprint(source: Path | str | bytes, *, name: str | None = None, settings: Settings | None = None,
@@ -61,7 +65,7 @@ def fingerprint(source: Path | str | bytes, *, name: str | None = None, settings
     t = time.perf_counter()
     loaded = load_image(source, name=name, settings=settings, target_size=WORKING_SIDE)
     load_s = time.perf_counter() - t
-    fp, _ = _fingerprint_loaded(loaded, with_keypoints)
+    fp, _, _ = _fingerprint_loaded(loaded, with_keypoints)
     fp.timings["load"] = load_s
     return fp
 
@@ -79,7 +83,7 @@ class QueryFingerprint:
 def query_fingerprint(source: Path | str | bytes, *, name: str | None = None,
                       settings: Settings | None = None) -> QueryFingerprint:
     loaded = load_image(source, name=name, settings=settings, target_size=WORKING_SIDE)
-    fp, glob = _fingerprint_loaded(loaded, with_keypoints=False, query=True)
+    fp, glob, pdq_variants = _fingerprint_loaded(loaded, with_keypoints=False, query=True)
     t = time.perf_counter()
     # a query is described once, so it can afford more keypoints than a stored image
     query_side = {"max_features": keypoints.QUERY_FEATURES, "working_side": keypoints.QUERY_WORKING_SIDE,
@@ -87,10 +91,7 @@ def query_fingerprint(source: Path | str | bytes, *, name: str | None = None,
     kp, mirrored = keypoints.extract_with_mirror(loaded.image, **query_side)
     fp = replace(fp, keypoints=kp)
     fp.timings["keypoints"] = time.perf_counter() - t
-    t = time.perf_counter()
     phash_variants = dict(zip(hashes.DIHEDRAL_NAMES, glob.dihedral, strict=True))
-    pdq_variants, _ = pdq.pdq_dihedral(loaded.image)
-    fp.timings["query_variants"] = time.perf_counter() - t
     return QueryFingerprint(fp, phash_variants, pdq_variants, mirrored)
 
 
