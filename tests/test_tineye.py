@@ -201,6 +201,9 @@ def test_read_keys_and_a_configured_quota(database_url, stored):
             assert caught.value.code == code and "key" in caught.value.message[0]
             with pytest.raises(TinEyeAPIError):
                 TinEyeAPIRequest(api_url=url, api_key=key).image_count()
+        anonymous = fetch(server, "/rest/image_count/")
+        assert anonymous.status_code == 401 and anonymous.json()["code"] == 401
+        assert anonymous.headers["www-authenticate"].startswith("Bearer")
         for key in (READ_KEY, WRITE_KEY):
             client = TinEyeAPIRequest(api_url=url, api_key=key)
             assert client.search_data(data).matches[0].image_url.endswith(f"/api/images/{stored['bridge']}/thumbnail")
@@ -218,3 +221,10 @@ def test_overlay_cache_is_bounded_and_expires():
     assert cache.get(tokens[0]) is None and cache.get(tokens[1]) and cache.get(tokens[2])
     cache.ttl_s = 0.0
     assert cache.get(tokens[2]) is None
+
+
+def test_domain_of():
+    assert tineye.domain_of("https://Example.ORG:8443/a/b.jpg?x=1") == "example.org"
+    assert tineye.domain_of("http://[::1]/x.png") == "::1"
+    for no_host in ("/srv/photos/a.jpg", "file:///srv/a.jpg", "relative/a.jpg", "", None, "http://[bad/x"):
+        assert tineye.domain_of(no_host) == ""

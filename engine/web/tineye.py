@@ -90,7 +90,8 @@ def tineye_route(access: str):
             except ImgsearchError as exc:
                 if exc.http_status >= 500:
                     log.warning("%s %s: %s: %s", request.method, request.url.path, exc.code, exc.message)
-                return error_response(exc.http_status, exc.message)
+                headers = {"www-authenticate": 'Bearer realm="imgsearch"'} if exc.http_status == 401 else None
+                return error_response(exc.http_status, exc.message, headers)
             except HTTPException as exc:
                 return error_response(exc.status_code, str(exc.detail))
             except (PoolTimeout, psycopg.OperationalError) as exc:
