@@ -13,6 +13,7 @@
 | IMGSEARCH_MAX_UPLOAD_BYTES   | 52428800 (50 MiB)                                    | largest HTTP request body      |
 | IMGSEARCH_REQUEST_TIMEOUT    | 30                                                   | seconds per HTTP request       |
 | IMGSEARCH_DB_POOL_SIZE       | 8                                                    | connections per server process |
+| IMGSEARCH_TINEYE_REMAINING   | (unset: no quota)                                    | /rest/remaining_searches/ count|
 
 URL fetches (engine.fetch) are also bounded by IMGSEARCH_MAX_BYTES, and follow at most
 ``Settings.max_redirects`` (5, not configurable) redirects. IMGSEARCH_ALLOW_PRIVATE_URLS accepts
@@ -98,6 +99,8 @@ class Settings:
     max_upload_bytes: int = 50 * 1024 * 1024
     request_timeout_s: float = 30.0
     db_pool_size: int = 8
+    # the TinEye-compatible API (engine.web.tineye): the fixed /rest/remaining_searches/ answer
+    tineye_remaining: int | None = None  # None: no quota
 
     @property
     def embedded(self) -> bool:
@@ -119,4 +122,5 @@ def load_settings() -> Settings:
         max_upload_bytes=_int("IMGSEARCH_MAX_UPLOAD_BYTES", 50 * 1024 * 1024),
         request_timeout_s=_float("IMGSEARCH_REQUEST_TIMEOUT", 30.0),
         db_pool_size=_int("IMGSEARCH_DB_POOL_SIZE", 8),
+        tineye_remaining=_int("IMGSEARCH_TINEYE_REMAINING", 0) or None,
     )

@@ -466,3 +466,12 @@ where bit_count(i.pdq # j.pdq) <= %(pdq_bits)s;
 -- name: lock_images_by_sha256
 -- Images already stored with these bytes, locked against deletion until the URIs are recorded.
 select id, sha256 from images where sha256 = any(%(sha256)s::bytea[]) for key share;
+
+-- --- TinEye-compatible API
+
+-- name: tineye_match_details
+-- Format, file size and every URI (with when it was first seen) of the matched images: TinEye's backlinks.
+select i.id, i.format, i.file_size, u.uri, u.first_seen
+from images i left join image_uris u on u.image_id = i.id
+where i.id = any(%(ids)s::int8[])
+order by i.id, u.first_seen, u.uri;

@@ -29,7 +29,7 @@ from .. import db
 from ..config import Settings, load_settings
 from ..errors import DatabaseUnavailableError, ImgsearchError
 from ..queries import query
-from . import api
+from . import api, tineye
 from .guard import Guard, Keys
 from .metrics import Metrics
 from .service import Service
@@ -61,13 +61,23 @@ ROUTES = [
     Route("/healthz", api.healthz, methods=["GET"]),
     Route("/metrics", api.metrics, methods=["GET"]),
     Route("/openapi.json", api.openapi_json, methods=["GET"]),
+    # TinEye's REST shape (engine.web.tineye), for its clients: documented by TinEye and in README.md,
+    # not in /openapi.json (its handlers carry no @operation; include_in_schema=False says so)
+    Route("/rest/search/", tineye.search_get, methods=["GET"], include_in_schema=False),
+    Route("/rest/search/", tineye.search_post, methods=["POST"], include_in_schema=False),
+    Route("/rest/image_count/", tineye.image_count, methods=["GET"], include_in_schema=False),
+    Route("/rest/remaining_searches/", tineye.remaining_searches, methods=["GET"], include_in_schema=False),
+    Route("/rest/overlay/{token:str}/{id:int}", tineye.overlay, methods=["GET"], include_in_schema=False),
     Route("/", page, methods=["GET"], include_in_schema=False),
     Route("/images/{id:int}", page, methods=["GET"], include_in_schema=False),
     Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
 ]
 
 
-def _json_error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+def _json_error(status: int, code: str, message: str, headers: dict | None = None,
+                request: Request | None = None) -> JSONResponse:
+    if request is not None and tineye.is_tineye(request.url.path):  # TinEye's clients need TinEye's errors
+        return tineye.error_response(status, message, headers)
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
@@ -75,7 +85,7 @@ async def on_engine_error(request: Request, exc: ImgsearchError) -> JSONResponse
     headers = {"www-authenticate": 'Bearer realm="imgsearch"'} if exc.http_status == 401 else None
     if exc.http_status >= 500:
         log.warning("%s %s: %s: %s", request.method, request.url.path, exc.code, exc.message)
-    return _json_error(exc.http_status, exc.code, exc.message, headers)
+    return _json_error(exc.http_status, exc.code, exc.message, headers, request)
 
 
 HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
@@ -84,18 +94,19 @@ HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 4
 async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
     code = HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if exc.status_code != 404 else f"nothing at {request.url.path}"
-    return _json_error(exc.status_code, code, str(message), dict(exc.headers or {}))
+    return _json_error(exc.status_code, code, str(message), dict(exc.headers or {}), request)
 
 
 async def on_database_down(request: Request, exc: Exception) -> JSONResponse:
     log.warning("database unavailable: %s", exc)
     return _json_error(503, DatabaseUnavailableError.code, f"the database is unavailable: {str(exc).strip()}",
-                       {"retry-after": "5"})
+                       {"retry-after": "5"}, request)
 
 
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return _json_error(500, "internal_error", "an unexpected error occurred; it has been logged")
+    return _json_error(500, "internal_error", "an unexpected error occurred; it has been logged",
+                       request=request)
 
 
 def _open_pool(settings: Settings) -> ConnectionPool:

@@ -77,7 +77,11 @@ def presented_key(headers) -> str | None:
     return key.strip() if key is not None else None
 
 
-def error_body(exc: ImgsearchError) -> bytes:
+def error_body(exc: ImgsearchError, path: str = "") -> bytes:
+    from . import tineye  # imports this module
+
+    if tineye.is_tineye(path):  # TinEye's clients read TinEye's error shape
+        return json.dumps(tineye.error_body(exc.http_status, exc.message)).encode()
     return json.dumps({"error": exc.to_dict()}).encode()
 
 
@@ -115,7 +119,7 @@ class Guard:
         try:
             declared = self._content_length(scope)
             if declared is not None and declared > limit:
-                await self._error(send, state, ImageTooLargeError(
+                await self._error(scope, send, state, ImageTooLargeError(
                     f"the request body announces {declared:,} bytes, more than the limit of {limit:,} bytes "
                     "(IMGSEARCH_MAX_UPLOAD_BYTES)"), close=True)
                 return
@@ -129,7 +133,7 @@ class Guard:
                 else:
                     exc = ServerBusyError(f"no answer within {seconds} s (IMGSEARCH_REQUEST_TIMEOUT); "
                                           "the server is busy, try again")
-                await self._error(send, state, exc, close=True)
+                await self._error(scope, send, state, exc, close=True)
         finally:
             self.metrics.in_flight.inc(amount=-1)
             route = scope.get("route")
@@ -148,8 +152,8 @@ class Guard:
         return None
 
     @staticmethod
-    async def _error(send, state, exc: ImgsearchError, close: bool = False) -> None:
-        body = error_body(exc)
+    async def _error(scope, send, state, exc: ImgsearchError, close: bool = False) -> None:
+        body = error_body(exc, scope.get("path", ""))
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if close:  # the body was not read: the connection cannot carry another request
             headers.append((b"connection", b"close"))
