@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from . import hashes, keypoints, pdq
 from .config import Settings
 from .loading import LoadedImage, load_image, thumbnail_jpeg
@@ -78,6 +80,10 @@ class QueryFingerprint:
     phash_variants: dict[str, Hash]  # dihedral variant name -> pHash of the query so transformed
     pdq_variants: dict[str, Hash]
     mirrored_keypoints: Keypoints | None
+    # the grey image the query's keypoints were found on (keypoints.working_image at
+    # QUERY_WORKING_SIDE): guided verification describes parts of it again; None for a query
+    # made from a stored fingerprint
+    working: np.ndarray | None = None
 
 
 def query_fingerprint(source: Path | str | bytes, *, name: str | None = None,
@@ -88,11 +94,12 @@ def query_fingerprint(source: Path | str | bytes, *, name: str | None = None,
     # a query is described once, so it can afford more keypoints than a stored image
     query_side = {"max_features": keypoints.QUERY_FEATURES, "working_side": keypoints.QUERY_WORKING_SIDE,
                   "grid": keypoints.QUERY_GRID}
-    kp, mirrored = keypoints.extract_with_mirror(loaded.image, **query_side)
+    working = keypoints.working_image(loaded.image, keypoints.QUERY_WORKING_SIDE)
+    kp, mirrored = keypoints.extract_with_mirror(loaded.image, **query_side, grey=working)
     fp = replace(fp, keypoints=kp)
     fp.timings["keypoints"] = time.perf_counter() - t
     phash_variants = dict(zip(hashes.DIHEDRAL_NAMES, glob.dihedral, strict=True))
-    return QueryFingerprint(fp, phash_variants, pdq_variants, mirrored)
+    return QueryFingerprint(fp, phash_variants, pdq_variants, mirrored, working)
 
 
 def to_json(fp: Fingerprint, file: str) -> dict:

@@ -136,17 +136,46 @@ def extract(image: Image.Image, max_features: int = MAX_FEATURES, working_side: 
 
 
 def extract_with_mirror(image: Image.Image, max_features: int = MAX_FEATURES, working_side: int = WORKING_SIDE,
-                        grid: int = GRID) -> tuple[Keypoints, Keypoints]:
+                        grid: int = GRID, grey: np.ndarray | None = None) -> tuple[Keypoints, Keypoints]:
     """``extract(image)`` and a mirrored description, for a query, detecting once: the mirror of a
     corner is a corner of the mirrored image, with the reflected orientation (180 - angle), so
     the kept keypoints are reflected and described on the mirrored image instead of being found
-    again (the same descriptors, at a tenth of the cost of a second ``extract(mirror=True)``)."""
-    grey = working_image(image, working_side)
+    again (the same descriptors, at a tenth of the cost of a second ``extract(mirror=True)``).
+    ``grey``: the image's :func:`working_image` at ``working_side``, if already made."""
+    grey = working_image(image, working_side) if grey is None else grey
     found = _select(grey, max_features, grid)
     w = grey.shape[1]
     reflected = [cv2.KeyPoint(w - 1 - k.pt[0], k.pt[1], k.size, (180.0 - k.angle) % 360.0, k.response, k.octave,
                               k.class_id) for k in found]
     return _describe(grey, found, False), _describe(np.ascontiguousarray(grey[:, ::-1]), reflected, True)
+
+
+def extract_part(grey: np.ndarray, box: tuple[float, float, float, float], zoom: float,
+                 max_features: int = MAX_FEATURES, mirror: bool = False, grid: int = GRID) -> Keypoints:
+    """Keypoints of a part of a working image, described on their own (guided verification).
+
+    ``box`` (fractions of ``grey``) is cut out, resized by ``zoom`` (so that its content is seen at
+    the scale of the image it is compared with), and described with ``max_features`` keypoints of
+    its own; positions and sizes are given back in pixels of the whole of ``grey``, whose size the
+    result carries, so a transform fitted on them is one of the whole query. A small picture
+    inside a large query (one cell of a collage, a screenshot's content) gets a few dozen of the
+    query's keypoints; described alone it gets hundreds.
+    """
+    h, w = grey.shape
+    x0, y0 = max(0, int(box[0] * w)), max(0, int(box[1] * h))
+    x1, y1 = min(w, int(np.ceil(box[2] * w))), min(h, int(np.ceil(box[3] * h)))
+    if x1 - x0 < 16 or y1 - y0 < 16:
+        return empty((w, h))
+    part = grey[y0:y1, x0:x1]
+    size = (max(1, round((x1 - x0) * zoom)), max(1, round((y1 - y0) * zoom)))
+    part = cv2.resize(part, size, interpolation=cv2.INTER_AREA if zoom < 1 else cv2.INTER_LINEAR)
+    if mirror:
+        part = np.ascontiguousarray(part[:, ::-1])
+    kp = _describe(part, _select(part, max_features, grid), mirror)
+    fx, fy = size[0] / (x1 - x0), size[1] / (y1 - y0)
+    xy = kp.xy / np.array([fx, fy], dtype=np.float32) + np.array([x0, y0], dtype=np.float32)
+    return Keypoints(size=(w, h), xy=xy.astype(np.float32), scale=(kp.scale / ((fx + fy) / 2)).astype(np.float32),
+                     angle=kp.angle, descriptors=kp.descriptors)
 
 
 def empty(size: tuple[int, int]) -> Keypoints:

@@ -50,6 +50,14 @@ STOP_WORD_MIN = 20  # ... unless in fewer than this many
 WORD_POSTINGS = 40_000
 WORD_DF_CAP = 400  # words found in this many postings are skipped without counting them all
 MAX_VERIFY = 24  # at most this many candidates get feature verification per query
+# Guided verification (engine.keypoints.extract_part): a fit with at least this many distinct
+# inliers but fewer than verify.MIN_INLIERS, whose shared part covers less than GUIDE_MAX_AREA of
+# the query, is tried again with that part of the query described on its own. At most
+# GUIDE_PER_QUERY candidates a query (docs/benchmarks.md, "Guided verification").
+GUIDE_MIN_DISTINCT = 5
+GUIDE_MAX_AREA = 0.5
+GUIDE_MARGIN = 0.1  # of the part's size, added on each side (ORB skips a border of 15 px)
+GUIDE_PER_QUERY = 4
 
 
 @dataclass(frozen=True)
@@ -167,8 +175,28 @@ def _sides_to_verify(q: QueryFingerprint, cand: Candidate) -> list:
     return sides
 
 
-def judge(q: QueryFingerprint, cand: Candidate, details: dict) -> Verdict | None:
-    """Accept a candidate only on evidence of one geometric relation; None rejects it."""
+def _box_area(box: Box) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+def _guided(q: QueryFingerprint, near: verifymod.Verification, mirrored: bool,
+            stored_kp) -> tuple[verifymod.Verification, object] | None:
+    """Verify again with the part of the query that ``near`` (a fit short of the threshold) maps
+    onto the stored image, described on its own at the stored image's scale. The acceptance bar
+    is the same; only the query's description of that part is denser."""
+    x0, y0, x1, y1 = near.query_box
+    mx, my = GUIDE_MARGIN * (x1 - x0), GUIDE_MARGIN * (y1 - y0)
+    box = (max(0.0, x0 - mx), max(0.0, y0 - my), min(1.0, x1 + mx), min(1.0, y1 + my))
+    zoom = min(2.0, max(0.5, near.transform.scale))
+    part = kpmod.extract_part(q.working, box, zoom, mirror=mirrored)
+    v = verifymod.verify(part, stored_kp)
+    return (v, part) if v is not None and v.accepted else None
+
+
+def judge(q: QueryFingerprint, cand: Candidate, details: dict, guided: list[int] | None = None) -> Verdict | None:
+    """Accept a candidate only on evidence of one geometric relation; None rejects it.
+
+    ``guided``: a one-item counter of the guided verifications left for this query (none if None)."""
     qsize = (q.fp.width, q.fp.height)
     ssize = (details["width"], details["height"])
     if cand.exact:
@@ -186,11 +214,19 @@ def judge(q: QueryFingerprint, cand: Candidate, details: dict) -> Verdict | None
     # 2. local features: RANSAC on the keypoints of both images
     stored_kp = kpmod.from_bytes(details["keypoints"]) if details.get("keypoints") else None
     if stored_kp is not None and q.fp.keypoints is not None:
-        best = None
+        best, near = None, None
         for kp in _sides_to_verify(q, cand):
-            v = verifymod.verify(kp, stored_kp)
-            if v is not None and v.accepted and (best is None or v.distinct > best[0].distinct):
+            v = verifymod.verify(kp, stored_kp, min_inliers=GUIDE_MIN_DISTINCT)
+            if v is None:
+                continue
+            if v.accepted and (best is None or v.distinct > best[0].distinct):
                 best = (v, kp)
+            elif not v.accepted and (near is None or v.distinct > near[0].distinct):
+                near = (v, kp is q.mirrored_keypoints)
+        if (best is None and near is not None and guided and guided[0] > 0 and q.working is not None
+                and _box_area(near[0].query_box) < GUIDE_MAX_AREA):
+            guided[0] -= 1
+            best = _guided(q, near[0], near[1], stored_kp)
         if best is not None:
             v, kp = best
             t = v.transform
@@ -238,9 +274,10 @@ def search(conn: psycopg.Connection, q: QueryFingerprint, *, limit: int = 10, mi
     details = {row["id"]: row for row in rows}
     lap("details")
     judged: list[tuple[Candidate, Verdict]] = []
+    guided = [GUIDE_PER_QUERY]
     for cand in ranked:
         if cand.image_id in details:
-            verdict = judge(q, cand, details[cand.image_id])
+            verdict = judge(q, cand, details[cand.image_id], guided)
             if verdict is not None:
                 judged.append((cand, verdict))
     lap("verify")

@@ -126,3 +126,31 @@ def test_deleting_an_image_removes_it_from_results(conn, stored):
     assert all(m.id != stored[rel] for m in find(conn, (POOL / rel).read_bytes()))
     counts = db.status(conn)["counts"]
     assert counts["images"] == len(STORED) - 1
+
+
+def seamless_collage(source: str, others: list[str], position: int, cell=(400, 300)) -> bytes:
+    """A 3 x 2 grid of pictures cut to the cells' shape, edge to edge (no gutters to find them by)."""
+    pics = [rgb(rel) for rel in others]
+    pics.insert(position, rgb(source))
+    canvas = Image.new("RGB", (cell[0] * 3, cell[1] * 2), "white")
+    for i, pic in enumerate(pics):
+        canvas.paste(ImageOps.fit(pic, cell, Image.LANCZOS), ((i % 3) * cell[0], (i // 3) * cell[1]))
+    return jpeg(canvas, 90)
+
+
+def test_one_cell_of_a_seamless_collage_is_found_by_guided_verification(conn, stored, monkeypatch):
+    """The cell holds ~1/6 of the query's keypoints: the fit is right but short of the threshold
+    until that cell is described on its own."""
+    from engine import search as searchmod
+
+    others = ["photos/gcompris__hammer1.jpg", "photos/gcompris__kitten.jpg", "photos/gcompris__saturn.jpg",
+              "photos/scratch__lake.jpg", "photos/gcompris__sea3.jpg"]  # none of them stored
+    data = seamless_collage(STORED[0], others, position=2)
+    matches = find(conn, data)
+    assert matches and matches[0].id == stored[STORED[0]]
+    assert matches[0].relation in ("composite", "contains") and "keypoints" in matches[0].evidence
+    # where the picture lies in the collage: the top right cell
+    assert matches[0].query_box == pytest.approx((2 / 3, 0.0, 1.0, 0.5), abs=0.04)
+    assert matches[0].target_box[2] - matches[0].target_box[0] > 0.6  # most of the Eiffel tower photo's width
+    monkeypatch.setattr(searchmod, "GUIDE_PER_QUERY", 0)
+    assert stored[STORED[0]] not in [m.id for m in find(conn, data)]  # what the guided pass adds
