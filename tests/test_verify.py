@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -83,13 +82,13 @@ def test_unrelated_photos_do_not_verify(stored):
             assert verify(K.extract(other, mirror=mirror), stored) is None
 
 
-def test_verification_is_fast(coffee, stored):
+def test_verification_is_deterministic(coffee, stored):
+    """The same pair gives the same fit every time (its speed is measured in bench/keypoints.py:
+    speed is a benchmark's business, not a unit test's)."""
     query = K.extract(coffee.crop((100, 50, 500, 350)))
-    verify(query, stored)
-    t0 = time.perf_counter()
-    for _ in range(10):
-        verify(query, stored)
-    assert (time.perf_counter() - t0) / 10 < 0.05  # a few ms on a laptop; generous for CI
+    first, again = verify(query, stored), verify(query, stored)
+    assert first is not None and again is not None
+    assert (first.inliers, first.distinct, first.transform) == (again.inliers, again.distinct, again.transform)
 
 
 def test_shared_boxes_of_a_half_overlap():
