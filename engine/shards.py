@@ -32,7 +32,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from . import db
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, ShardUnavailableError
 from .queries import parse
 
 # table -> the column holding the image id it is partitioned by
@@ -45,6 +45,7 @@ SCHEMA_PREFIX = "shard_"
 SERVER_OPTIONS = {"async_capable": "true", "fetch_size": "10000", "batch_size": "1000", "connect_timeout": "5"}
 _LOGIN_OPTIONS = ("user", "password")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+_DOWN_SERVER = re.compile(r'server "' + SERVER_PREFIX + r'([a-z0-9_]+)"')
 
 
 @dataclass(frozen=True)
@@ -194,3 +195,29 @@ def sync_statistics(conn: psycopg.Connection) -> int:
         with db.raw_connect(shard.url, autocommit=True) as sconn:
             sconn.execute(q("set_image_reltuples"), {"reltuples": total})
     return int(total)
+
+
+def status(conn: psycopg.Connection) -> list[dict]:
+    """Every shard, whether it answers, and what it holds."""
+    out = []
+    for shard in list_shards(conn):
+        info = {**shard.to_json(), "up": False}
+        try:
+            with psycopg.connect(shard.url, connect_timeout=3, autocommit=True) as sconn:
+                row = sconn.execute(q("shard_status")).fetchone()
+            info.update(up=True, images=row[0], regions=row[1], database_bytes=row[2])
+        except psycopg.OperationalError as exc:
+            info["error"] = str(exc).strip().splitlines()[0]
+        out.append(info)
+    return out
+
+
+def shard_error(exc: psycopg.Error) -> ShardUnavailableError | None:
+    """Our error for a statement that failed because a shard does not answer (postgres_fdw
+    names the foreign server it could not reach); None for any other failure."""
+    m = _DOWN_SERVER.search(str(exc))
+    if m is None or not str(exc.sqlstate or "").startswith("08"):
+        return None
+    first = str(exc).strip().splitlines()[0]
+    return ShardUnavailableError(f"shard {m.group(1)} does not answer ({first}): what is stored on it cannot be "
+                                 "written until it is back; searches answer from the other shards")

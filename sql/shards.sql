@@ -67,3 +67,8 @@ select greatest(reltuples, 0)::real as reltuples from pg_class where oid = 'imag
 -- A search's word scores weigh a word by ln(images / documents with it): on a shard, images is
 -- the planner's count of the whole collection (shards.sync_statistics sets it after ANALYZE).
 select pg_restore_relation_stats('schemaname', 'public', 'relname', 'images', 'reltuples', %(reltuples)s::real);
+
+-- name: shard_status
+-- On a shard (shards list): what it holds.
+select (select count(*) from images) as images, (select count(*) from regions) as regions,
+       pg_database_size(current_database()) as database_bytes;
