@@ -103,6 +103,9 @@ class _Rows:
     def fetchone(self) -> dict | None:
         return self._rows[0] if self._rows else None
 
+    def __iter__(self):
+        return iter(self._rows)
+
 
 class FanoutConnection:
     """A coordinator connection whose search reads run on every shard (the others go to the
