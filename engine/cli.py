@@ -52,6 +52,8 @@ def _db_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("rest", nargs="*", help="shards: add URL | list | analyze (docs/scale.md)")
     p.add_argument("--name", help="shards add: the shard's name (default s1, s2, ...)")
     p.add_argument("--dry-run", action="store_true", help="distribute: print the Citus statements, run none")
+    p.add_argument("--workers", default="", help="distribute: Citus workers to register, HOST[:PORT],...")
+    p.add_argument("--coordinator-host", help="distribute: the coordinator's own HOST[:PORT] as the workers see it")
     json_flag(p)
 
 

@@ -14,7 +14,8 @@ def run(args: argparse.Namespace) -> int:
         from . import citus
 
         with db.connect() as conn:
-            done = citus.distribute(conn, dry_run=args.dry_run)
+            done = citus.distribute(conn, workers=[w for w in args.workers.split(",") if w],
+                                    coordinator=args.coordinator_host, dry_run=args.dry_run)
         emit({"statements": done, "dry_run": args.dry_run}, args.json, "\n".join(done))
         return 0
     what, rest = (args.rest[0], args.rest[1:]) if args.rest else ("list", [])
