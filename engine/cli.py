@@ -49,7 +49,7 @@ def emit(obj: dict, as_json: bool, text: str | None = None) -> None:
 # --- db --------------------------------------------------------------------------------------
 def _db_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["start", "stop", "status", "migrate", "shards", "distribute"])
-    p.add_argument("rest", nargs="*", help="shards: add URL | list | analyze (docs/scale.md)")
+    p.add_argument("rest", nargs="*", help="shards: add URL | list | migrate | analyze (docs/scale.md)")
     p.add_argument("--name", help="shards add: the shard's name (default s1, s2, ...)")
     p.add_argument("--dry-run", action="store_true", help="distribute: print the Citus statements, run none")
     p.add_argument("--workers", default="", help="distribute: Citus workers to register, HOST[:PORT],...")
@@ -57,7 +57,7 @@ def _db_arguments(p: argparse.ArgumentParser) -> None:
     json_flag(p)
 
 
-@command("db", "manage the database: start|stop|status|migrate, shards add URL|list|analyze, distribute",
+@command("db", "manage the database: start|stop|status|migrate, shards add URL|list|migrate|analyze, distribute",
          _db_arguments)
 def cmd_db(args: argparse.Namespace) -> int:
     if args.action in ("shards", "distribute"):

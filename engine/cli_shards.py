@@ -1,4 +1,4 @@
-"""`imgsearch db shards add URL | list | analyze` and `imgsearch db distribute` (docs/scale.md)."""
+"""`imgsearch db shards add URL | list | migrate | analyze` and `imgsearch db distribute` (docs/scale.md)."""
 
 from __future__ import annotations
 
@@ -33,9 +33,13 @@ def run(args: argparse.Namespace) -> int:
                      for s in found]
             emit({"shards": found}, args.json, "\n".join(lines) if lines else "no shards: one server")
             return 0 if all(s["up"] for s in found) else 2
+        if what == "migrate":
+            done = shards.migrate_shards(conn)
+            emit({"applied": done}, args.json, "\n".join(f"{k}: {v or 'up to date'}" for k, v in done.items()))
+            return 0
         if what == "analyze":
             total = shards.sync_statistics(conn)
             conn.commit()
             emit({"images": total}, args.json, f"shards analyzed: {total} images in the collection")
             return 0
-    raise InputError(f"imgsearch db shards: unknown action {what!r} (add URL | list | analyze)")
+    raise InputError(f"imgsearch db shards: unknown action {what!r} (add URL | list | migrate | analyze)")

@@ -181,6 +181,18 @@ def _create_partitions(conn: psycopg.Connection, shard: Shard, count: int) -> No
             sql.Literal(shard.position), sql.Identifier(shard.server), sql.Literal(table)))
 
 
+def migrate_shards(conn: psycopg.Connection) -> dict[str, list[int]]:
+    """Apply new migrations to every shard (before the coordinator's own: a column added to a
+    sharded table must exist on the shards when the coordinator's partitions gain it)."""
+    done = {}
+    for shard in list_shards(conn):
+        with db.raw_connect(shard.url) as sconn:
+            done[shard.name] = db.migrate(sconn)
+            sconn.execute(q("shard_prepare"))
+            sconn.commit()
+    return done
+
+
 def sync_statistics(conn: psycopg.Connection) -> int:
     """ANALYZE every shard, then give each shard's images the collection's count (what a search's
     word idf reads: the same weights as on one server). Returns that count; 0 if not sharded."""

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from helpers_ingest import fresh_database
 from PIL import Image, ImageOps
+from webserver import WRITE_KEY, LiveServer
 
 from engine import db, fanout, shards
 from engine.embedded import EmbeddedServer
@@ -222,6 +223,24 @@ def test_a_stopped_shard_gives_a_partial_answer_and_a_clear_write_error(conn, co
         r = run_cli("search", "--json", str(tmp_path / "q.jpg"), url=coordinator[0])
         out = json.loads(r.stdout.strip().splitlines()[-1])
         assert r.returncode == 0 and out["partial"] is True and out["missing_shards"] == ["s2"], r.stderr
+        # and the HTTP API: a partial answer, and a write that fails with our error
+        server = LiveServer(api_keys=(WRITE_KEY,), database_url=coordinator[0])
+        try:
+            with server.client(WRITE_KEY) as http:
+                r = http.post("/api/search", files={"file": ("q.jpg", (POOL / on_other).read_bytes(), "image/jpeg")})
+                assert r.status_code == 200 and r.json()["partial"] is True, r.text
+                assert r.json()["missing_shards"] == ["s2"] and r.json()["matches"][0]["id"] == ids[on_other]
+                codes = set()
+                for k in range(20, 40):
+                    data = jpeg(Image.radial_gradient("L").resize((64 + k, 64)).convert("RGB"))
+                    r = http.post("/api/images", files={"file": (f"g{k}.jpg", data, "image/jpeg")})
+                    codes.add(r.status_code)
+                    if r.status_code == 503:
+                        assert r.json()["error"]["code"] == "shard_unavailable", r.text
+                        break
+                assert 503 in codes
+        finally:
+            server.stop()
         listed = run_cli("db", "shards", "list", "--json", url=coordinator[0])
         assert listed.returncode == 2
         assert [s["up"] for s in json.loads(listed.stdout)["shards"]] == [True, False, True]
@@ -237,3 +256,13 @@ def test_one_server_searches_have_no_shard_keys(single):
     with db.raw_connect(single[0]) as one:
         outcome = fanout.search(one, query_fingerprint((POOL / STORED[0]).read_bytes()))
     assert outcome.shards == () and outcome.to_json() == {} and outcome.matches[0].score == 100
+
+
+def test_cli_lists_and_migrates_the_shards(coordinator, fingerprints):
+    r = run_cli("db", "shards", "list", "--json", url=coordinator[0])
+    assert r.returncode == 0, r.stderr
+    listed = json.loads(r.stdout)["shards"]
+    assert [s["name"] for s in listed] == ["s1", "s2", "s3"] and all(s["up"] for s in listed)
+    assert sum(s["images"] for s in listed) >= len(fingerprints)
+    r = run_cli("db", "shards", "migrate", "--json", url=coordinator[0])
+    assert r.returncode == 0 and json.loads(r.stdout)["applied"] == {"s1": [], "s2": [], "s3": []}, r.stderr
