@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Scale out: the search's lookup on 3 shards x N region hashes next to 1 server x 3N.
 
-Both layouts hold the same synthetic collection: images with random 64-bit pHashes and 3 rows
-of ``regions`` each (the global hash and two regions), made server-side by generate_series,
+Both layouts hold the same synthetic collection: images with pseudo-random 64-bit pHashes (a
+hash of the id: the same rows in both layouts) and 3 rows of ``regions`` each (the global hash
+and two regions), made server-side by generate_series,
 plus, for each query image, stored hashes planted 2-4 bits from its own (so there are hits to
 find and verify). Query images are real photos (tests/data/pool): their fingerprints give the
 8 dihedral global pHashes at radius 10 (8 at r = 8), the region hashes at r = 6, and ~1000 visual
@@ -49,14 +50,14 @@ GENERATE = """
 insert into images (id, sha256, width, height, format, file_size, ahash, dhash, phash, pdq, pdq_quality)
 overriding system value
 select g, sha256(int8send(g)), 640, 480, 'jpeg', 50000, h, h, h, (h || h || h || h)::bit(256), 90
-from (select g, (((random() * 4294967295)::bigint << 32) | (random() * 4294967295)::bigint)::bit(64) as h
+from (select g, hashint8extended(g, 1)::bit(64) as h
       from generate_series(%(first)s::bigint, %(last)s::bigint) g) t
 """
 GENERATE_REGIONS = """
 insert into regions (image_id, region_no, kind, x0, y0, x1, y1, hash)
 select i.id, r, case r when 0 then 'global' else 'picture' end, 0, 0, 1, 1,
        case r when 0 then i.phash
-              else (((random() * 4294967295)::bigint << 32) | (random() * 4294967295)::bigint)::bit(64) end
+              else hashint8extended(i.id * 8 + r, 2)::bit(64) end
 from images i cross join generate_series(0, %(regions)s - 1) r
 where i.id between %(first)s and %(last)s
 """
