@@ -53,14 +53,19 @@ class SearchOutcome:
         return {"partial": self.partial, "missing_shards": list(self.missing)} if self.shards else {}
 
 
-def _take(url: str) -> psycopg.Connection:
+def _connect(url: str) -> psycopg.Connection:
+    return psycopg.connect(url, row_factory=dict_row, autocommit=True, connect_timeout=SHARD_CONNECT_TIMEOUT_S)
+
+
+def _take(url: str) -> psycopg.Connection | None:
+    """An idle connection to this shard, or None."""
     with _idle_lock:
         idle = _idle.setdefault(url, [])
         while idle:
             conn = idle.pop()
             if not conn.closed:
                 return conn
-    return psycopg.connect(url, row_factory=dict_row, autocommit=True, connect_timeout=SHARD_CONNECT_TIMEOUT_S)
+    return None
 
 
 def _give_back(url: str, conn: psycopg.Connection) -> None:
@@ -69,7 +74,17 @@ def _give_back(url: str, conn: psycopg.Connection) -> None:
 
 
 def _on_shard(url: str, text: str, params: dict) -> list[dict]:
+    """Run a statement on one shard. An idle connection that fails (the shard restarted since)
+    is dropped and the statement tried once more on a new one."""
     conn = _take(url)
+    if conn is not None:
+        try:
+            rows = conn.execute(text, params).fetchall()
+            _give_back(url, conn)
+            return rows
+        except psycopg.OperationalError:
+            conn.close()
+    conn = _connect(url)
     try:
         rows = conn.execute(text, params).fetchall()
     except psycopg.Error:

@@ -28,7 +28,7 @@ from engine.fingerprint import fingerprint, query_fingerprint
 from engine.provenance import lineage, link_pending
 from engine.queries import query
 from engine.search import search
-from engine.store import Entry, prepare, store, store_batch
+from engine.store import Entry, delete, prepare, store, store_batch
 
 POOL = Path(__file__).parent / "data" / "pool"
 STORED = ["photos/gcompris__eiffelTower.jpg", "photos/skimage__chelsea.jpg", "photos/gcompris__scarlet_macaw.jpg",
@@ -266,3 +266,21 @@ def test_cli_lists_and_migrates_the_shards(coordinator, fingerprints):
     assert sum(s["images"] for s in listed) >= len(fingerprints)
     r = run_cli("db", "shards", "migrate", "--json", url=coordinator[0])
     assert r.returncode == 0 and json.loads(r.stdout)["applied"] == {"s1": [], "s2": [], "s3": []}, r.stderr
+
+
+def test_deleting_an_image_on_the_coordinator_removes_it_from_its_shard(conn, coordinator, shard_servers):
+    ids, where = coordinator[1], shard_of(conn)
+    victim = ids["bridge_crop"]
+    assert conn.execute(query("edges_among"), {"ids": [victim, ids[STORED[3]]]}).fetchall()
+    sha = conn.execute("select sha256 from images where id = %s", (victim,)).fetchone()["sha256"]
+    delete(conn, victim)
+    conn.commit()
+    assert not conn.execute(query("edges_among"), {"ids": [victim, ids[STORED[3]]]}).fetchall()
+    assert not conn.execute("select 1 from image_digests where sha256 = %s", (sha,)).fetchall()
+    shard = shard_servers[int(where[victim][1:]) - 1]
+    with db.raw_connect(shard.url()) as sconn:  # the shard's own foreign keys cascaded
+        for table in ("regions", "keypoint_words", "image_uris", "image_keypoints"):
+            assert not sconn.execute(f"select 1 from {table} where image_id = %s", (victim,)).fetchall()  # noqa: S608
+    # the same bytes can be stored again, as a new image
+    again = store(conn, fingerprint(derived()["bridge_crop"], name="again"), "https://example.org/again.jpg")
+    assert again.created and again.image_id > max(ids.values())
