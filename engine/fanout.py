@@ -152,6 +152,21 @@ class FanoutConnection:
         return getattr(self.conn, name)
 
 
+def reads(conn: psycopg.Connection) -> psycopg.Connection | FanoutConnection:
+    """The connection to run a search's reads on: ``conn`` itself on one server, on shards a
+    FanoutConnection over it (provenance linking uses this, with ``require_complete``)."""
+    shards = shardsmod.list_shards(conn)
+    return FanoutConnection(conn, shards) if shards else conn
+
+
+def require_complete(conn: psycopg.Connection | FanoutConnection) -> None:
+    """Raise if a shard did not answer: what needs every shard (a link) must not go on without."""
+    if isinstance(conn, FanoutConnection) and conn.missing:
+        names = ", ".join(sorted(conn.missing))
+        raise ShardUnavailableError(f"shard(s) {names} did not answer: the image stays pending, to be linked "
+                                    "when every shard answers")
+
+
 def search(conn: psycopg.Connection, q: QueryFingerprint, **kwargs) -> SearchOutcome:
     """``engine.search.search`` on one server or many; on many, says which shards are missing."""
     shards = shardsmod.list_shards(conn)

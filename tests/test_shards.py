@@ -25,7 +25,7 @@ from engine import db, fanout, shards
 from engine.embedded import EmbeddedServer
 from engine.errors import ConfigError, InputError, ShardUnavailableError
 from engine.fingerprint import fingerprint, query_fingerprint
-from engine.provenance import lineage, link_pending
+from engine.provenance import lineage, link_pending, pending_count
 from engine.queries import query
 from engine.search import search
 from engine.store import Entry, delete, prepare, store, store_batch
@@ -218,6 +218,11 @@ def test_a_stopped_shard_gives_a_partial_answer_and_a_clear_write_error(conn, co
         error = shards.shard_error(caught)
         assert isinstance(error, ShardUnavailableError) and "shard s2" in error.message
         assert not conn.execute("select 1 from image_digests where sha256 = %s", (fp.sha256,)).fetchall()
+        # linking needs every shard: the images stored meanwhile stay pending
+        # (the fan-out's ShardUnavailableError, or the foreign tables' error that shard_error names)
+        with pytest.raises((ShardUnavailableError, psycopg.OperationalError), match="s2"):
+            link_pending(conn)
+        conn.rollback()
         # the CLI says so too
         (tmp_path / "q.jpg").write_bytes((POOL / on_other).read_bytes())
         r = run_cli("search", "--json", str(tmp_path / "q.jpg"), url=coordinator[0])
@@ -247,6 +252,7 @@ def test_a_stopped_shard_gives_a_partial_answer_and_a_clear_write_error(conn, co
     finally:
         shard_servers[1].ensure_running()
     back = fanout.search(conn, query_fingerprint((POOL / on_s2).read_bytes()))
+    assert link_pending(conn).linked >= 1 and pending_count(conn) == 0
     assert not back.partial and back.matches[0].id == ids[on_s2]
     r = run_cli("search", "--json", str(tmp_path / "q.jpg"), url=coordinator[0])
     assert json.loads(r.stdout.strip().splitlines()[-1])["partial"] is False
