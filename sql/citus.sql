@@ -23,12 +23,12 @@ create extension if not exists citus;
 alter table edges drop constraint if exists edges_source_id_fkey, drop constraint if exists edges_derived_id_fkey;
 alter table linked_images drop constraint if exists linked_images_image_id_fkey;
 
--- name: step_03_bytes_are_unique_per_worker
+-- name: step_03_sha256_not_unique
 -- unique (sha256) cannot hold across workers (it lacks the distribution column): it becomes a
--- table distributed by the digest itself, as image_digests is on a postgres_fdw coordinator.
+-- plain index. Ingest skips bytes it finds stored; two concurrent runs storing the same new
+-- bytes can make two images on Citus (docs/scale.md, not done).
 alter table images drop constraint if exists images_sha256_key;
 create index if not exists images_sha256 on images (sha256);
-create table if not exists image_digests (sha256 bytea primary key, image_id bigint not null);
 
 -- name: step_04_images
 select create_distributed_table('images', 'id');
@@ -40,10 +40,7 @@ select create_distributed_table('image_keypoints', 'image_id', colocate_with => 
 select create_distributed_table('keypoint_words', 'image_id', colocate_with => 'images');
 select create_distributed_table('linked_images', 'image_id', colocate_with => 'images');
 
--- name: step_06_digests
-select create_distributed_table('image_digests', 'sha256');
-
--- name: step_07_edges
+-- name: step_06_edges
 -- edges stay on the coordinator (a row joins two images of two workers; the upsert needs its
 -- unique pair index), known to Citus so that it joins them with the distributed tables
 select citus_add_local_table_to_metadata('edges');

@@ -28,7 +28,6 @@ def test_distribute_makes_images_and_their_parts_co_located_distributed_tables()
         assert f"create_distributed_table('{table}', 'image_id', colocate_with => 'images')" in text
     # unique keys without the distribution column go before distributing; edges stay on the coordinator
     assert text.index("drop constraint if exists images_sha256_key") < text.index("'images', 'id'")
-    assert "create_distributed_table('image_digests', 'sha256')" in text
     assert "citus_add_local_table_to_metadata('edges')" in text
     with pytest.raises(InputError):
         citus.distribute(None, workers=["worker1:x"], dry_run=True)
