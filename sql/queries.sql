@@ -355,6 +355,9 @@ select pg_backend_pid() as pid;
 -- Many images in one statement (an ingest batch); bytes already stored are skipped, and the
 -- ids of the rows inserted now come back. Rows go in sha256 order, so that concurrent runs
 -- storing the same images wait for each other instead of deadlocking.
+-- `on conflict do nothing` names no target: sha256 is the only key a new row can conflict on
+-- here, and on a database scaled out over shards (docs/scale.md) the partitioned images has no
+-- unique index to name (the coordinator's image_digests trigger skips bytes stored already).
 insert into images (sha256, width, height, format, file_size, ahash, dhash, phash, pdq, pdq_quality,
                     thumbnail, metadata)
 select t.sha256, t.width, t.height, t.format, t.file_size, t.ahash::bit(64), t.dhash::bit(64), t.phash::bit(64),
