@@ -13,10 +13,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
+
 from . import __version__, db
 from .config import load_settings
 from .embedded import EmbeddedServer
-from .errors import ConfigError, DatabaseError, ImgsearchError
+from .errors import ConfigError, DatabaseError, DatabaseUnavailableError, ImgsearchError
+from .shards import shard_error
 
 Configure = Callable[[argparse.ArgumentParser], None]
 COMMANDS: dict[str, tuple[str, Configure, Callable[[argparse.Namespace], int]]] = {}
@@ -44,9 +47,23 @@ def emit(obj: dict, as_json: bool, text: str | None = None) -> None:
 
 
 # --- db --------------------------------------------------------------------------------------
-@command("db", "manage the database: start|stop|status|migrate", lambda p: (
-    p.add_argument("action", choices=["start", "stop", "status", "migrate"]), json_flag(p)))
+def _db_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["start", "stop", "status", "migrate", "shards", "distribute"])
+    p.add_argument("rest", nargs="*", help="shards: add URL | list | migrate | analyze (docs/scale.md)")
+    p.add_argument("--name", help="shards add: the shard's name (default s1, s2, ...)")
+    p.add_argument("--dry-run", action="store_true", help="distribute: print the Citus statements, run none")
+    p.add_argument("--workers", default="", help="distribute: Citus workers to register, HOST[:PORT],...")
+    p.add_argument("--coordinator-host", help="distribute: the coordinator's own HOST[:PORT] as the workers see it")
+    json_flag(p)
+
+
+@command("db", "manage the database: start|stop|status|migrate, shards add URL|list|migrate|analyze, distribute",
+         _db_arguments)
 def cmd_db(args: argparse.Namespace) -> int:
+    if args.action in ("shards", "distribute"):
+        from . import cli_shards
+
+        return cli_shards.run(args)
     settings = load_settings()
     if args.action in ("start", "stop") and not settings.embedded:
         raise ConfigError(f"DATABASE_URL is set: 'imgsearch db {args.action}' manages only the embedded "
@@ -137,8 +154,9 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("search", "find stored images related to image files or URLs", _search_arguments)
 def cmd_search(args: argparse.Namespace) -> int:
+    from .fanout import search
     from .fingerprint import query_fingerprint
-    from .search import DEFAULT_RADIUS, search
+    from .search import DEFAULT_RADIUS
 
     failed = 0
     with db.connect() as conn:
@@ -146,16 +164,18 @@ def cmd_search(args: argparse.Namespace) -> int:
             try:
                 source, name = read_source(arg)
                 q = query_fingerprint(source, name=name)
-                matches = search(conn, q, limit=args.limit, min_score=args.min_score,
+                outcome = search(conn, q, limit=args.limit, min_score=args.min_score,
                                  radius=args.radius or DEFAULT_RADIUS)
+                matches = outcome.matches
             except ImgsearchError as exc:
                 if isinstance(exc, DatabaseError):
                     raise
                 failed += 1
                 emit({"query": arg, "error": exc.to_dict()}, args.json, f"{arg}: error {exc.code}: {exc.message}")
                 continue
-            obj = {"query": arg, "matches": [m.to_json() for m in matches]}
-            text = f"{arg}: {len(matches)} match(es)" + "".join("\n" + _match_line(m) for m in matches)
+            obj = {"query": arg, "matches": [m.to_json() for m in matches], **outcome.to_json()}
+            partial = f" (partial: shard(s) {', '.join(outcome.missing)} did not answer)" if outcome.partial else ""
+            text = f"{arg}: {len(matches)} match(es){partial}" + "".join("\n" + _match_line(m) for m in matches)
             emit(obj, args.json, text)
     return 1 if failed else 0
 
@@ -171,7 +191,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # Modules holding the commands of other areas (each registers itself with @command on import).
-AREA_MODULES: tuple[str, ...] = ("cli_ops", "cli_web", "cli_lineage")
+AREA_MODULES: tuple[str, ...] = ("cli_ops", "cli_web", "cli_lineage", "cli_shards")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     except ImgsearchError as exc:
         print(f"imgsearch: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
+    except psycopg.OperationalError as exc:  # the database (or one shard of it) went away mid-command
+        error = shard_error(exc) or DatabaseUnavailableError(f"the database went away: {str(exc).strip()}")
+        print(f"imgsearch: error: {error.message}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         print("imgsearch: interrupted", file=sys.stderr)
         return 130

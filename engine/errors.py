@@ -126,6 +126,13 @@ class DatabaseUnavailableError(DatabaseError):
     http_status = 503
 
 
+class ShardUnavailableError(DatabaseUnavailableError):
+    """A shard of a scaled-out database (docs/scale.md) does not answer: writes to it fail; a
+    search answers from the other shards and says which are missing."""
+
+    code = "shard_unavailable"
+
+
 class ServerBusyError(ImgsearchError):
     """The server could not answer within its time limit; the request may be retried."""
 

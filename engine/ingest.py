@@ -27,6 +27,7 @@ import psycopg
 
 from .errors import DatabaseError, ImgsearchError, InputError, ProcessingError, WorkerCrashedError
 from .queries import query
+from .shards import shard_error, sync_statistics
 from .sources import Item
 from .store import Entry, Prepared, prepare, record_uris, store_batch
 from .workpool import imap_unordered
@@ -305,7 +306,9 @@ def ingest(conn: psycopg.Connection, items: Sequence[Item], *, workers: int | No
         if added:  # fresh statistics: the word scores' idf reads the planner's image count
             conn.execute(query("analyze_tables"))
             conn.commit()
+            sync_statistics(conn)  # on shards, the same count (docs/scale.md)
+            conn.commit()
     except psycopg.Error as exc:
-        raise DatabaseError(f"the database failed during ingest: {str(exc).strip()}") from exc
+        raise shard_error(exc) or DatabaseError(f"the database failed during ingest: {str(exc).strip()}") from exc
     return IngestSummary(total=len(items), added=added, duplicates=duplicates + run.skipped, skipped=run.skipped,
                          by_sha256=by_sha256, errors=tuple(errors), seconds=time.perf_counter() - started)

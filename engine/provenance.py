@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import psycopg
 from PIL import Image
 
-from . import hashes, pdq
+from . import fanout, hashes, pdq
 from . import keypoints as kpmod
 from . import search as searchmod
 from .errors import NotFoundError
@@ -94,8 +94,11 @@ def word_floor(conn: psycopg.Connection) -> float:
 def link_matches(conn: psycopg.Connection, q: QueryFingerprint, image_id: int) -> list[Match]:
     """engine.search.search for a stored image, with two differences: the image itself is left out,
     and a candidate found by visual words alone is verified only above ``word_floor`` (a link need
-    not find what a user's query would, and verification is most of its cost)."""
+    not find what a user's query would, and verification is most of its cost). On a database
+    scaled out over shards, the two reads run on every shard at once (engine/fanout.py)."""
+    conn = fanout.reads(conn)
     candidates = searchmod.lookup(conn, q, searchmod.DEFAULT_RADIUS)
+    fanout.require_complete(conn)
     candidates.pop(image_id, None)
     floor = word_floor(conn)
     kept = [c for c in candidates.values() if c.exact or c.hash_hits or c.shared_words >= floor]
@@ -103,6 +106,7 @@ def link_matches(conn: psycopg.Connection, q: QueryFingerprint, image_id: int) -
     if not ranked:
         return []
     details = {r["id"]: r for r in conn.execute(query("candidate_details"), {"ids": [c.image_id for c in ranked]})}
+    fanout.require_complete(conn)
     judged = [(c, v) for c in ranked if c.image_id in details
               and (v := searchmod.judge(q, c, details[c.image_id])) is not None]
     explanations = mark_composites([v.explanation for _, v in judged])

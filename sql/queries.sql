@@ -45,7 +45,7 @@ insert into images (sha256, width, height, format, file_size, ahash, dhash, phas
                     thumbnail, metadata)
 values (%(sha256)s, %(width)s, %(height)s, %(format)s, %(file_size)s, %(ahash)s::bit(64), %(dhash)s::bit(64),
         %(phash)s::bit(64), %(pdq)s::bit(256), %(pdq_quality)s, %(thumbnail)s, %(metadata)s)
-on conflict (sha256) do nothing
+on conflict do nothing
 returning id;
 
 -- name: image_id_by_sha256
@@ -53,7 +53,7 @@ select id from images where sha256 = %(sha256)s;
 
 -- name: insert_uri
 insert into image_uris (image_id, uri) values (%(image_id)s, %(uri)s)
-on conflict (image_id, uri) do nothing;
+on conflict do nothing;
 
 -- name: insert_region
 insert into regions (image_id, region_no, kind, x0, y0, x1, y1, hash)
@@ -355,6 +355,9 @@ select pg_backend_pid() as pid;
 -- Many images in one statement (an ingest batch); bytes already stored are skipped, and the
 -- ids of the rows inserted now come back. Rows go in sha256 order, so that concurrent runs
 -- storing the same images wait for each other instead of deadlocking.
+-- `on conflict do nothing` names no target: sha256 is the only key a new row can conflict on
+-- here, and on a database scaled out over shards (docs/scale.md) the partitioned images has no
+-- unique index to name (the coordinator's image_digests trigger skips bytes stored already).
 insert into images (sha256, width, height, format, file_size, ahash, dhash, phash, pdq, pdq_quality,
                     thumbnail, metadata)
 select t.sha256, t.width, t.height, t.format, t.file_size, t.ahash::bit(64), t.dhash::bit(64), t.phash::bit(64),
@@ -364,7 +367,7 @@ from unnest(%(sha256)s::bytea[], %(width)s::int4[], %(height)s::int4[], %(format
             %(thumbnail)s::bytea[], %(metadata)s::text[])
      as t(sha256, width, height, format, file_size, ahash, dhash, phash, pdq, pdq_quality, thumbnail, metadata)
 order by t.sha256
-on conflict (sha256) do nothing
+on conflict do nothing
 returning id, sha256;
 
 -- name: image_ids_by_sha256
@@ -374,7 +377,7 @@ select id, sha256 from images where sha256 = any(%(sha256)s::bytea[]);
 insert into image_uris (image_id, uri)
 select * from unnest(%(image_ids)s::int8[], %(uris)s::text[]) as t(image_id, uri)
 order by 1, 2
-on conflict (image_id, uri) do nothing;
+on conflict do nothing;
 
 -- name: merge_metadata_batch
 -- Metadata that comes with bytes already stored joins the image's; keys it has already keep their values.

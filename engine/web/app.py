@@ -29,6 +29,7 @@ from .. import db
 from ..config import Settings, load_settings
 from ..errors import DatabaseUnavailableError, ImgsearchError
 from ..queries import query
+from ..shards import shard_error
 from . import api, tineye
 from .guard import Guard, Keys
 from .metrics import Metrics
@@ -99,6 +100,9 @@ async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 async def on_database_down(request: Request, exc: Exception) -> JSONResponse:
     log.warning("database unavailable: %s", exc)
+    shard = shard_error(exc) if isinstance(exc, psycopg.Error) else None
+    if shard is not None:  # a write to a shard that is down (docs/scale.md)
+        return _json_error(503, shard.code, shard.message, {"retry-after": "5"}, request)
     return _json_error(503, DatabaseUnavailableError.code, f"the database is unavailable: {str(exc).strip()}",
                        {"retry-after": "5"}, request)
 

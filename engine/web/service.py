@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from .. import db, provenance
+from .. import db, fanout, provenance
 from ..compare import compare, stored_query
 from ..config import Settings
 from ..errors import ImgsearchError, NotFoundError
 from ..fingerprint import QueryFingerprint, fingerprint, query_fingerprint
 from ..model import Fingerprint, Hash, Match
 from ..queries import query
-from ..search import search
 from ..store import delete, store
 from .metrics import Metrics
 
@@ -84,9 +83,10 @@ class Service:
     def search(self, q: QueryFingerprint, name: str, *, limit: int, min_score: int, fingerprint_s: float) -> dict:
         t0 = time.perf_counter()
         with self.pool.connection() as conn:
-            matches = search(conn, q, limit=limit, min_score=min_score)
+            outcome = fanout.search(conn, q, limit=limit, min_score=min_score)
         t1 = self._timed("search", t0)
-        return {"query": name, "query_image": {"sha256": q.fp.sha256.hex(), "width": q.fp.width,
+        matches = outcome.matches
+        return {**outcome.to_json(), "query": name, "query_image": {"sha256": q.fp.sha256.hex(), "width": q.fp.width,
                                                "height": q.fp.height, "format": q.fp.format},
                 "matches": [match_json(m) for m in matches],
                 "timings_ms": {"fingerprint": round(fingerprint_s * 1000, 1), "search": round((t1 - t0) * 1000, 1)}}
@@ -97,10 +97,10 @@ class Service:
         with self.pool.connection() as conn:
             record, regions = self._record(conn, image_id)
             q = stored_query(record, regions)
-            matches = search(conn, q, limit=limit + 1, min_score=min_score)
+            outcome = fanout.search(conn, q, limit=limit + 1, min_score=min_score)
         t1 = self._timed("search_stored", t0)
-        matches = [m for m in matches if m.id != image_id][:limit]
-        return {"query": f"/api/images/{image_id}", "query_image": {
+        matches = [m for m in outcome.matches if m.id != image_id][:limit]
+        return {**outcome.to_json(), "query": f"/api/images/{image_id}", "query_image": {
                     "id": image_id, "sha256": bytes(record["sha256"]).hex(), "width": record["width"],
                     "height": record["height"], "format": record["format"], "links": links(image_id)},
                 "matches": [match_json(m) for m in matches],
