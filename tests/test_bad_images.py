@@ -92,16 +92,16 @@ def server(database_url, tmp_path_factory):
 
 def test_http_search_and_add_on_a_real_server(folder, server):
     path, cases = folder
-    seen: dict[str, list[int]] = {}
     with server.client() as reader, server.client(WRITE_KEY) as writer:
         for name in sorted(cases):
             case = cases[name]
             started = time.monotonic()
             search = reader.post("/api/search", files={"file": (name, case.data, "application/octet-stream")})
-            raw = reader.post("/api/search", content=case.data, headers={"content-type": "image/jpeg"})
+            # the same bytes as a raw body (for the bad ones: a good one's search costs a fingerprint)
+            raw = search if case.must_decode else reader.post("/api/search", content=case.data,
+                                                              headers={"content-type": "image/jpeg"})
             add = writer.post("/api/images", files={"file": (name, case.data, "application/octet-stream")},
                               data={"uri": f"https://example.org/bad/{name}"})
-            seen[name] = [search.status_code, raw.status_code, add.status_code]
             assert time.monotonic() - started < 60, f"{name}: too slow"
             for r in (search, raw, add):
                 assert r.status_code < 500, (name, r.status_code, r.text)
