@@ -43,6 +43,10 @@ OVERSAMPLE = 4  # ORB is asked for OVERSAMPLE * max_features before bucketing
 SCALE_FACTOR = 1.3  # 8 pyramid levels span 6.3x: pastes and composites shrink pictures 2-3x
 N_LEVELS = 8
 FAST_THRESHOLD = 12
+EDGE_THRESHOLD = 15  # ORB finds no keypoint this close to a border
+# below this side ORB finds nothing at all, and OpenCV fails (an assertion in resize) on images
+# whose smaller pyramid levels round to 0 pixels (a 1x1 image, a 10000x2 strip): not asked
+MIN_SIDE = 2 * EDGE_THRESHOLD + 1
 VOCABULARY = Path(__file__).parent / "data" / "orb_vocab.npz"
 
 _MAGIC = b"KP1"
@@ -61,12 +65,14 @@ def working_image(image: Image.Image, working_side: int = WORKING_SIDE) -> np.nd
 
 
 def _orb(want: int) -> cv2.ORB:
-    return cv2.ORB_create(nfeatures=want, scaleFactor=SCALE_FACTOR, nlevels=N_LEVELS, edgeThreshold=15, patchSize=31,
-                          fastThreshold=FAST_THRESHOLD)
+    return cv2.ORB_create(nfeatures=want, scaleFactor=SCALE_FACTOR, nlevels=N_LEVELS,
+                          edgeThreshold=EDGE_THRESHOLD, patchSize=31, fastThreshold=FAST_THRESHOLD)
 
 
 def _detect(grey: np.ndarray, want: int) -> list:
     """ORB keypoints (position, size, orientation; no descriptors yet)."""
+    if min(grey.shape) < MIN_SIDE:
+        return []
     orb = _orb(want)
     found = orb.detect(grey, None)
     if len(found) < want // 4:  # flat images: lower the corner threshold once

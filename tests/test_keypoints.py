@@ -100,3 +100,23 @@ def test_postings_carry_angle_and_level(coffee):
     flipped = K.postings(kp, mirror=True)
     assert np.array_equal((rows.angle + flipped.angle) % 256, np.zeros(len(kp)))
     assert len(K.postings(kp, assign=2).word) == 2 * len(kp)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 3), (10_000, 1), (1, 10_000), (10_000, 2), (30, 800), (2, 30)])
+def test_tiny_and_thin_images_have_no_keypoints_and_no_opencv_error(size):
+    # regression (tests/test_bad_images.py): ORB's pyramid resized such images to 0 pixels and
+    # OpenCV raised cv2.error from resize, a 500 on the HTTP API
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    assert len(K.extract(image)) == 0
+    direct, mirrored = K.extract_with_mirror(image)
+    assert len(direct) == len(mirrored) == 0
+
+
+def test_the_cut_off_loses_no_keypoint():
+    # ORB itself finds nothing in images thinner than MIN_SIDE (where it does not fail outright)
+    rng = np.random.default_rng(1)
+    for side in range(4, K.MIN_SIDE):
+        grey = rng.integers(0, 256, (side, 1000), dtype=np.uint8)
+        assert len(K._orb(2000).detect(grey, None)) == 0, side
+    assert len(K._orb(2000).detect(rng.integers(0, 256, (K.MIN_SIDE, 1000), dtype=np.uint8), None)) > 0

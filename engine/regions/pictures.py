@@ -95,7 +95,7 @@ def find_pictures(image: Image.Image) -> tuple[list[Box], Box | None]:
 def work_copy(image: Image.Image, side: int | None = None) -> np.ndarray:
     """RGB pixels, longer side at most ``side`` (default WORK_SIDE)."""
     side = WORK_SIDE if side is None else side
-    a = np.asarray(image.convert("RGB"))
+    a = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # no needless full-size copy
     h, w = a.shape[:2]
     s = min(1.0, side / max(w, h))
     if s < 1:

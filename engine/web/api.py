@@ -125,6 +125,18 @@ async def image_from(request: Request, files: dict, fields: dict, names=FILE_FIE
                      f"or a URL ('{url_names[0]}' as a query parameter, form field or JSON member)")
 
 
+def storable(value: str, name: str) -> str:
+    """PostgreSQL text and jsonb hold neither the NUL character nor a lone UTF-16 surrogate (which
+    JSON's \\uD800 escapes can make): refuse them as bad input, not a 500."""
+    if "\x00" in value:
+        raise InputError(f"{name} cannot contain the NUL character (\\u0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{name} cannot contain a lone UTF-16 surrogate (\\uD800-\\uDFFF)") from None
+    return value
+
+
 def metadata_field(fields: dict) -> dict:
     raw = fields.get("metadata")
     if raw is None or raw == "":
@@ -138,7 +150,20 @@ def metadata_field(fields: dict) -> dict:
         raise InputError("metadata must be a JSON object")
     if len(json.dumps(raw)) > MAX_METADATA_BYTES:
         raise InputError(f"metadata is larger than {MAX_METADATA_BYTES:,} bytes of JSON")
+    _check_storable(raw)
     return raw
+
+
+def _check_storable(value) -> None:
+    if isinstance(value, str):
+        storable(value, "metadata")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            storable(k, "metadata")
+            _check_storable(v)
+    elif isinstance(value, list):
+        for v in value:
+            _check_storable(v)
 
 
 # --- search ----------------------------------------------------------------------------------
@@ -184,6 +209,8 @@ async def add_image(request: Request) -> JSONResponse:
     uri = fields.get("uri")
     if uri is not None and (not isinstance(uri, str) or len(uri) > MAX_URI):
         raise InputError(f"uri must be a string of at most {MAX_URI} characters")
+    if uri is not None:
+        storable(uri, "uri")
     data, name, url = await image_from(request, files, fields)
     fp = await fingerprinting(request, service(request).fingerprint, data, name)
     stored = await in_thread(service(request).add, fp, uri=uri or url, metadata=metadata)
@@ -205,7 +232,7 @@ async def list_images(request: Request) -> JSONResponse:
     metadata = metadata_field(params)
     for key, value in params.multi_items():
         if key.startswith("meta.") and len(key) > 5:
-            metadata[key[5:]] = value
+            metadata[storable(key[5:], "a meta.KEY name")] = storable(value, key)
     images = await in_thread(service(request).list_images, after=after, limit=limit, metadata=metadata)
     following = None
     if len(images) == limit:

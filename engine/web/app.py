@@ -38,6 +38,10 @@ from .service import Service
 log = logging.getLogger("imgsearch.web")
 STATIC = Path(__file__).parent / "static"
 SEARCHES_PER_PROCESS = 2
+# the longest a request waits for a database connection: a busy pool hands one over within
+# milliseconds, so a longer wait means PostgreSQL is down, and the client gets a 503 saying so
+# well before IMGSEARCH_REQUEST_TIMEOUT (which would answer a vaguer "server busy")
+DB_WAIT_S = 5.0
 
 
 async def page(request: Request) -> FileResponse:
@@ -125,7 +129,8 @@ def _open_pool(settings: Settings) -> ConnectionPool:
 
     pool = ConnectionPool(db.database_url(settings), min_size=1, max_size=settings.db_pool_size,
                           kwargs={"row_factory": dict_row}, configure=configure,
-                          check=ConnectionPool.check_connection, timeout=settings.request_timeout_s,
+                          check=ConnectionPool.check_connection,
+                          timeout=min(DB_WAIT_S, settings.request_timeout_s / 2),
                           name="imgsearch", open=False)
     pool.open(wait=True, timeout=30)
     return pool
