@@ -61,7 +61,6 @@ from psycopg.pq import Format
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-from engine import embedded  # noqa: E402
 from engine.embedded import EmbeddedServer  # noqa: E402
 
 TABLE = "regions"
@@ -769,8 +768,9 @@ def main(argv=None) -> int:
     log(f"{len(real)} real hashes, {len(queries)} query images x {queries.shape[1]} hashes")
     server = EmbeddedServer(args.home)
     if args.shared_buffers:
-        # our private server only: restart it with a different shared_buffers (engine default: 256MB)
-        embedded.SERVER_OPTIONS["shared_buffers"] = args.shared_buffers
+        # our private server only: restart it with a different shared_buffers (engine default:
+        # embedded.default_shared_buffers(); 256MB when docs/bench-index.md was measured)
+        os.environ["IMGSEARCH_PG_SHARED_BUFFERS"] = args.shared_buffers
         server.stop()
     url = server.ensure_running()
     all_res = {"args": {k: (sorted(v) if isinstance(v, set) else str(v) if isinstance(v, Path) else v)

@@ -4,6 +4,7 @@
 |------------------------------|------------------------------------------------------|--------------------------------|
 | DATABASE_URL                 | (unset: embedded PostgreSQL)                         | PostgreSQL >= 14 with pgvector |
 | IMGSEARCH_HOME               | $XDG_DATA_HOME/imgsearch or ~/.local/share/imgsearch | embedded server data, logs     |
+| IMGSEARCH_PG_SHARED_BUFFERS  | 1/6 of memory, 128MB-4GB (engine.embedded)           | embedded server shared_buffers |
 | IMGSEARCH_MAX_PIXELS         | 90000000                                             | decompression-bomb limit       |
 | IMGSEARCH_MAX_BYTES          | 52428800 (50 MiB)                                    | largest image file accepted    |
 | IMGSEARCH_ALLOW_PRIVATE_URLS | 0 (off)                                              | 1: fetch private/loopback URLs |

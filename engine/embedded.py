@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -34,9 +35,37 @@ DATABASE_NAME = "imgsearch"
 SUPERUSER = "postgres"
 SERVER_USER_WHEN_ROOT = "imgsearch_pg"
 START_TIMEOUT_S = 60
-# Settings for a server that shares a small machine with the engine's workers.
+# shared_buffers by default: this share of the machine's memory, within these bounds. At 10M
+# region hashes the multi-index-hashing lookup takes 52 ms (p50 CPU) with 256 MB and 43 ms with
+# 4 GB, where its indexes fit (docs/bench-index.md). IMGSEARCH_PG_SHARED_BUFFERS overrides it.
+SHARED_BUFFERS_SHARE = 1 / 6
+SHARED_BUFFERS_MB = (128, 4096)
+
+
+def default_shared_buffers() -> str:
+    """A sixth of physical memory, at least 128 MB and at most 4 GB (PostgreSQL's own default,
+    128 MB, is for a server that shares the machine with everything; a quarter of memory is the
+    usual advice for a dedicated one: this server shares it with the engine's workers)."""
+    try:
+        total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    except (ValueError, OSError, AttributeError):
+        return f"{SHARED_BUFFERS_MB[0]}MB"
+    lo, hi = SHARED_BUFFERS_MB
+    return f"{min(hi, max(lo, int(total_mb * SHARED_BUFFERS_SHARE)))}MB"
+
+
+def server_options() -> dict[str, str]:
+    """SERVER_OPTIONS with shared_buffers from IMGSEARCH_PG_SHARED_BUFFERS (a PostgreSQL size
+    such as 512MB or 4GB) or :func:`default_shared_buffers`."""
+    buffers = os.environ.get("IMGSEARCH_PG_SHARED_BUFFERS", "").strip()
+    if buffers and not re.fullmatch(r"\d+\s*(kB|MB|GB|TB)?", buffers):
+        raise ConfigError(f"IMGSEARCH_PG_SHARED_BUFFERS={buffers!r} is not a PostgreSQL size such as 512MB or 4GB")
+    return {"shared_buffers": buffers.replace(" ", "") if buffers else default_shared_buffers(), **SERVER_OPTIONS}
+
+
+# Settings for a server that shares a small machine with the engine's workers (and shared_buffers,
+# from server_options()).
 SERVER_OPTIONS = {
-    "shared_buffers": "256MB",
     "max_connections": "200",
     "work_mem": "16MB",
     "maintenance_work_mem": "256MB",
@@ -189,7 +218,7 @@ class EmbeddedServer:
         if user:
             self._hand_over(sock, user)
             self._hand_over(self.log_path, user)
-        opts = f"-k {sock} -c listen_addresses='' " + " ".join(f"-c {k}={v}" for k, v in SERVER_OPTIONS.items())
+        opts = f"-k {sock} -c listen_addresses='' " + " ".join(f"-c {k}={v}" for k, v in server_options().items())
         self._run(["pg_ctl", "-D", str(self.pgdata), "-l", str(self.log_path), "-w",
                    "-t", str(START_TIMEOUT_S), "-o", opts, "start"])
 

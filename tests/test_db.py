@@ -13,7 +13,7 @@ import pytest
 
 from engine import db
 from engine.embedded import EmbeddedServer
-from engine.errors import DatabaseUnavailableError
+from engine.errors import ConfigError, DatabaseUnavailableError
 from engine.queries import all_queries, parse
 
 
@@ -110,3 +110,27 @@ def test_unreachable_database_is_a_clear_error(tmp_path):
     assert "cannot connect to PostgreSQL" in r.stderr and "Traceback" not in r.stderr
     with pytest.raises(DatabaseUnavailableError):
         db.raw_connect(f"postgresql://nobody@/x?host={tmp_path}")
+
+
+def test_shared_buffers_default_to_a_share_of_memory(pg_server):
+    from engine.embedded import SHARED_BUFFERS_MB, default_shared_buffers
+
+    mb = int(default_shared_buffers().removesuffix("MB"))
+    assert SHARED_BUFFERS_MB[0] <= mb <= SHARED_BUFFERS_MB[1]
+    with psycopg.connect(pg_server.url("postgres")) as conn:
+        shown = conn.execute("select setting::int * 8 / 1024 from pg_settings where name = 'shared_buffers'").fetchone()[0]
+    assert shown == mb  # the test session's server runs with the default
+
+
+def test_shared_buffers_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGSEARCH_PG_SHARED_BUFFERS", "160MB")
+    server = EmbeddedServer(tmp_path / "home")
+    server.ensure_running()
+    try:
+        with psycopg.connect(server.url("postgres")) as conn:
+            assert conn.execute("show shared_buffers").fetchone()[0] == "160MB"
+    finally:
+        server.stop()
+    monkeypatch.setenv("IMGSEARCH_PG_SHARED_BUFFERS", "a lot")
+    with pytest.raises(ConfigError, match="not a PostgreSQL size"):
+        EmbeddedServer(tmp_path / "home2").ensure_running()
