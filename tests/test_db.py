@@ -118,7 +118,8 @@ def test_shared_buffers_default_to_a_share_of_memory(pg_server):
     mb = int(default_shared_buffers().removesuffix("MB"))
     assert SHARED_BUFFERS_MB[0] <= mb <= SHARED_BUFFERS_MB[1]
     with psycopg.connect(pg_server.url("postgres")) as conn:
-        shown = conn.execute("select setting::int * 8 / 1024 from pg_settings where name = 'shared_buffers'").fetchone()[0]
+        row = conn.execute("select setting::int * 8 / 1024 from pg_settings where name = 'shared_buffers'").fetchone()
+    shown = row[0]
     assert shown == mb  # the test session's server runs with the default
 
 
