@@ -48,6 +48,8 @@ async def page(request: Request) -> FileResponse:
 ROUTES = [
     Route("/api/search", api.search_get, methods=["GET"]),
     Route("/api/search", api.search_post, methods=["POST"]),
+    Route("/api/similar", api.similar_get, methods=["GET"]),
+    Route("/api/similar", api.similar_post, methods=["POST"]),
     Route("/api/images", api.list_images, methods=["GET"]),
     Route("/api/images", api.add_image, methods=["POST"]),
     Route("/api/images/random", api.random_image, methods=["GET"]),
@@ -70,6 +72,7 @@ ROUTES = [
     Route("/rest/overlay/{token:str}/{id:int}", tineye.overlay, methods=["GET"], include_in_schema=False),
     Route("/", page, methods=["GET"], include_in_schema=False),
     Route("/images/{id:int}", page, methods=["GET"], include_in_schema=False),
+    Route("/similar", page, methods=["GET"], include_in_schema=False),
     Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
 ]
 
