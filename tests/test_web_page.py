@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
 
 @pytest.fixture(scope="module")
 def site(database_url):
-    server = LiveServer(api_keys=(WRITE_KEY,))
+    server = LiveServer(api_keys=(WRITE_KEY,), semantic=True)  # stored images get embeddings (the similar view)
     ids = {}
     with server.client(WRITE_KEY) as client:
         for rel in STORED:
