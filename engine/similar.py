@@ -5,12 +5,15 @@ the same kind of thing (castles, cats, espresso cups...): cosine nearest neighbo
 MobileNetV2 embeddings (engine.embedding) in pgvector's HNSW index (``image_embeddings``). A query
 is a file or URL (embedded as a stored image would be: its thumbnail) or a stored image (its stored
 vector; one stored before the extra was enabled is embedded from its thumbnail on the fly).
-``backfill`` embeds every stored image that has no vector yet, in id-ordered batches, each one
-transaction, so an interrupted run resumes where it stopped.
+``backfill`` embeds every stored image that has no vector yet: batches of thumbnails in worker
+processes (one torch thread each, as ingest's: one process per core beats one process of several
+threads, and far so on a busy machine), each batch committed as it comes, so an interrupted run
+resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +29,7 @@ from .queries import query
 from .store import embedding_text
 
 MIN_EF_SEARCH = 40  # pgvector's default; raised to the number of neighbours asked for
-BACKFILL_BATCH = 32  # thumbnails through the network at once (torch uses every core on a batch)
+BACKFILL_BATCH = 32  # thumbnails per task of a backfill worker (one network pass)
 
 
 @dataclass(frozen=True)
@@ -104,30 +107,71 @@ def counts(conn: psycopg.Connection) -> dict:
     return row
 
 
-def backfill(conn: psycopg.Connection, *, batch: int = BACKFILL_BATCH,
+# --- backfill: worker processes, as ingest's -----------------------------------------------------
+_worker: dict = {}
+
+
+def _init_worker(conninfo: str) -> None:
+    """A backfill worker: one torch thread (one process per core, as ingest), dies with its parent."""
+    _worker["conninfo"] = conninfo
+    embedding.set_threads(1)
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):  # pragma: no cover - other systems
+        pass
+
+
+def embed_batch(ids: list[int]) -> tuple[list[int], list[str]]:
+    """In a worker: the thumbnails of these images read on its own connection, embedded."""
+    if _worker.get("conn") is None or _worker["conn"].closed:
+        _worker["conn"] = psycopg.connect(_worker["conninfo"], autocommit=True, connect_timeout=10)
+    rows = _worker["conn"].execute(query("thumbnails_by_id"), {"ids": ids}).fetchall()
+    vectors = embedding.embed_thumbnails([bytes(r[1]) for r in rows])
+    return [r[0] for r in rows], [embedding_text(v) for v in vectors]
+
+
+def _crashed(ids: list[int]) -> tuple[list[int], list[str]]:
+    return [], []  # left without an embedding: counted in `remaining`, a re-run tries again
+
+
+def backfill(conn: psycopg.Connection, *, batch: int = BACKFILL_BATCH, workers: int | None = None,
              progress: Callable[[int], object] | None = None) -> BackfillSummary:
-    """Embed every stored image without an embedding (of this model); ``progress(n)``: n more done."""
+    """Embed every stored image without an embedding (of this model) in `workers` processes (default:
+    all cores; 0: in this one), a batch of thumbnails per task; each batch is committed as it comes,
+    so an interrupted run resumes. ``progress(n)``: n more done."""
+    from .ingest import _conninfo
+    from .workpool import imap_unordered
+
     embedding.require()
     started = time.perf_counter()
     progress = progress or (lambda n: None)
-    done = after = 0
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    done = 0
     try:
-        while True:
-            rows = conn.execute(query("images_to_embed"),
-                                {"after": after, "model": embedding.MODEL, "limit": batch}).fetchall()
-            conn.commit()
-            if not rows:
-                break
-            vectors = embedding.embed_thumbnails([bytes(r["thumbnail"]) for r in rows])
-            with conn.transaction():
-                conn.execute(query("upsert_embeddings"), {"model": embedding.MODEL,
-                                                          "image_ids": [r["id"] for r in rows],
-                                                          "embeddings": [embedding_text(v) for v in vectors]})
-            done += len(rows)
-            after = rows[-1]["id"]
-            progress(len(rows))
+        ids = [r["id"] for r in conn.execute(query("images_to_embed"), {"model": embedding.MODEL})]
+        conn.commit()
+        tasks = [ids[at:at + batch] for at in range(0, len(ids), batch)]
+        if workers <= 0 or len(tasks) < 2:  # in this process, on a connection of its own as a worker's
+            _worker.update(conninfo=_conninfo(conn), conn=None)
+            results = map(embed_batch, tasks)
+        else:
+            results = imap_unordered(embed_batch, tasks, workers, crashed=_crashed, initializer=_init_worker,
+                                     initargs=(_conninfo(conn),))
+        for got, texts in results:
+            if got:
+                with conn.transaction():
+                    conn.execute(query("upsert_embeddings"), {"model": embedding.MODEL, "image_ids": got,
+                                                              "embeddings": texts})
+                done += len(got)
+                progress(len(got))
         left = conn.execute(query("count_to_embed"), {"model": embedding.MODEL}).fetchone()
         conn.commit()
     except psycopg.Error as exc:
         raise DatabaseError(f"the database failed during the backfill: {str(exc).strip()}") from exc
+    finally:
+        if _worker.get("conn") is not None:
+            _worker.pop("conn").close()
     return BackfillSummary(done, left["n"], left["without_thumbnail"], time.perf_counter() - started)

@@ -506,13 +506,15 @@ from images i left join image_embeddings e on e.image_id = i.id
 where i.id = %(id)s;
 
 -- name: images_to_embed
--- A page of images (id order, after %(after)s) with a thumbnail and no embedding of %(model)s:
--- what `imgsearch embed --backfill` fills.
-select i.id, i.thumbnail
+-- The ids of the images with a thumbnail and no embedding of %(model)s: what `imgsearch embed
+-- --backfill` fills (worker processes read the thumbnails by id, a batch at a time).
+select i.id
 from images i left join image_embeddings e on e.image_id = i.id
-where i.id > %(after)s and i.thumbnail is not null and (e.image_id is null or e.model <> %(model)s)
-order by i.id
-limit %(limit)s;
+where i.thumbnail is not null and (e.image_id is null or e.model <> %(model)s)
+order by i.id;
+
+-- name: thumbnails_by_id
+select id, thumbnail from images where id = any(%(ids)s::bigint[]) and thumbnail is not null order by id;
 
 -- name: count_to_embed
 select count(*) as n,
