@@ -85,22 +85,26 @@ def speed(args) -> None:
             embedding.embed_thumbnail(th)
         wall, cpu = time.perf_counter() - t0, cpu_s() - c0
         print(f"network only (thumbnail in), 1 process x {threads} thread(s): {len(thumbs) / wall:.1f} embeddings/s, "
-              f"{wall / len(thumbs) * 1000:.1f} ms wall and {cpu / len(thumbs) * 1000:.1f} ms CPU per image")
+              f"{wall / len(thumbs) * 1000:.1f} ms wall and {cpu / len(thumbs) * 1000:.1f} ms CPU per image",
+              flush=True)
+        if threads > 1:
+            continue
         c0, t0 = cpu_s(), time.perf_counter()
         for p in files:
             embedding.embed_thumbnail(thumbnail_of(p))
         wall, cpu = time.perf_counter() - t0, cpu_s() - c0
         print(f"file in (decode + thumbnail + network), 1 process x {threads} thread(s): {len(files) / wall:.1f} "
-              f"embeddings/s, {wall / len(files) * 1000:.1f} ms wall, {cpu / len(files) * 1000:.1f} ms CPU per image")
+              f"embeddings/s, {wall / len(files) * 1000:.1f} ms wall, {cpu / len(files) * 1000:.1f} ms CPU per image",
+              flush=True)
     halves = [[str(p) for p in files[i::2]] for i in range(2)]
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(2) as workers:
         workers.map(_embed_files, [[h[0]] for h in halves])  # start-up and model load, not timed
-        c0, t0 = cpu_s(), time.perf_counter()
+        t0 = time.perf_counter()
         done = sum(workers.map(_embed_files, halves))
         wall = time.perf_counter() - t0
     print(f"file in, 2 processes x 1 thread (as ingest's workers): {done / wall:.1f} embeddings/s "
-          f"({wall / done * 1000:.1f} ms wall per image); load average after: {loadavg()}")
+          f"({wall / done * 1000:.1f} ms wall per image); load average after: {loadavg()}", flush=True)
 
 
 # --- hnsw ---------------------------------------------------------------------------------------------
