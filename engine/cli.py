@@ -191,7 +191,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # Modules holding the commands of other areas (each registers itself with @command on import).
-AREA_MODULES: tuple[str, ...] = ("cli_ops", "cli_web", "cli_lineage", "cli_shards")
+AREA_MODULES: tuple[str, ...] = ("cli_ops", "cli_web", "cli_lineage", "cli_shards", "cli_semantic")
 
 
 def build_parser() -> argparse.ArgumentParser:

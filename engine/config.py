@@ -15,6 +15,7 @@
 | IMGSEARCH_REQUEST_TIMEOUT    | 30                                                   | seconds per HTTP request       |
 | IMGSEARCH_DB_POOL_SIZE       | 8                                                    | connections per server process |
 | IMGSEARCH_TINEYE_REMAINING   | (unset: no quota)                                    | /rest/remaining_searches/ count|
+| IMGSEARCH_SEMANTIC           | 1 (on when the 'semantic' extra is installed)        | 0: store no embeddings         |
 
 URL fetches (engine.fetch) are also bounded by IMGSEARCH_MAX_BYTES, and follow at most
 ``Settings.max_redirects`` (5, not configurable) redirects. IMGSEARCH_ALLOW_PRIVATE_URLS accepts
@@ -102,6 +103,8 @@ class Settings:
     db_pool_size: int = 8
     # the TinEye-compatible API (engine.web.tineye): the fixed /rest/remaining_searches/ answer
     tineye_remaining: int | None = None  # None: no quota
+    # similar images (engine.embedding): new images get an embedding when the extra is installed, unless off
+    semantic: bool = True
 
     @property
     def embedded(self) -> bool:
@@ -124,4 +127,5 @@ def load_settings() -> Settings:
         request_timeout_s=_float("IMGSEARCH_REQUEST_TIMEOUT", 30.0),
         db_pool_size=_int("IMGSEARCH_DB_POOL_SIZE", 8),
         tineye_remaining=_int("IMGSEARCH_TINEYE_REMAINING", 0) or None,
+        semantic=_bool("IMGSEARCH_SEMANTIC", True),
     )

@@ -63,12 +63,19 @@ def _fingerprint_loaded(loaded: LoadedImage, with_keypoints: bool = True,
 
 
 def fingerprint(source: Path | str | bytes, *, name: str | None = None, settings: Settings | None = None,
-                with_keypoints: bool = True) -> Fingerprint:
+                with_keypoints: bool = True, with_embedding: bool = False) -> Fingerprint:
+    """with_embedding: also the similar-images embedding of the thumbnail (needs the 'semantic' extra)."""
     t = time.perf_counter()
     loaded = load_image(source, name=name, settings=settings, target_size=WORKING_SIDE)
     load_s = time.perf_counter() - t
     fp, _, _ = _fingerprint_loaded(loaded, with_keypoints)
     fp.timings["load"] = load_s
+    if with_embedding and fp.thumbnail is not None:
+        from .embedding import embed_thumbnail
+
+        t = time.perf_counter()
+        fp = replace(fp, embedding=embed_thumbnail(fp.thumbnail))
+        fp.timings["embedding"] = time.perf_counter() - t
     return fp
 
 

@@ -13,6 +13,9 @@
   exception in a worker too. A worker process that dies (a decoder crash, the OOM killer)
   takes nothing with it (``engine.workpool``): the input it died on is retried once in a fresh
   worker and reported (``worker_crashed``) only if it kills that one too.
+* With the optional 'semantic' extra installed (and IMGSEARCH_SEMANTIC not off), each worker also
+  embeds the new image's thumbnail for similar images (engine.embedding, one torch thread a worker);
+  without it nothing of torch is imported or looked up beyond one check per process.
 """
 
 from __future__ import annotations
@@ -108,13 +111,18 @@ _worker: dict = {}  # per worker process: the conninfo and connection of the sto
 
 
 def _init_worker(conninfo: str | None = None) -> None:
-    """One worker process per core: OpenCV on one thread each, and die with the parent (so a
-    killed run leaves no orphan workers behind). With conninfo, bytes are looked up before they
-    are fingerprinted."""
+    """One worker process per core: OpenCV (and torch, for embeddings) on one thread each, and die
+    with the parent (so a killed run leaves no orphan workers behind). With conninfo, bytes are
+    looked up before they are fingerprinted."""
     import cv2
+
+    from . import embedding
 
     cv2.setNumThreads(1)
     _worker["conninfo"] = conninfo
+    _worker["embed"] = embedding.enabled()
+    if _worker["embed"]:
+        embedding.set_threads(1)
     try:
         import ctypes
         import signal
@@ -137,9 +145,19 @@ def _stored_already(sha256: bytes) -> bool:
         return False
 
 
+def _embed() -> bool:
+    """Whether new images get an embedding: decided once per worker process, at each call in this one."""
+    if "embed" in _worker:
+        return _worker["embed"]
+    from .embedding import enabled
+
+    return enabled()
+
+
 def process(item: Item) -> Outcome:
     """Read or fetch one input; bytes stored already are only recognised (in a worker that can
-    look them up), others are fingerprinted and packed. Every failure becomes an error entry."""
+    look them up), others are fingerprinted (and embedded, with the extra) and packed. Every
+    failure becomes an error entry."""
     from .fingerprint import fingerprint
     from .loading import load_bytes
 
@@ -153,7 +171,7 @@ def process(item: Item) -> Outcome:
         sha256 = hashlib.sha256(data).digest()
         if data and _stored_already(sha256):
             return Outcome(item, None, None, known=sha256)
-        fp = fingerprint(data, name=item.uri)
+        fp = fingerprint(data, name=item.uri, with_embedding=_embed())
         return Outcome(item, prepare(fp), None)
     except ImgsearchError as exc:
         return Outcome(item, None, error_entry(item.uri, exc))

@@ -100,6 +100,7 @@ class Fingerprint:
     regions: tuple[Region, ...] = ()
     keypoints: Keypoints | None = None
     thumbnail: bytes | None = None
+    embedding: object = None  # np.ndarray (1280,) float32, unit length: engine.embedding (the optional extra)
     timings: dict = field(default_factory=dict, compare=False)
 
 

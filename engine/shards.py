@@ -37,7 +37,7 @@ from .queries import parse
 
 # table -> the column holding the image id it is partitioned by
 SHARDED_TABLES = {"images": "id", "image_uris": "image_id", "regions": "image_id",
-                  "image_keypoints": "image_id", "keypoint_words": "image_id"}
+                  "image_keypoints": "image_id", "keypoint_words": "image_id", "image_embeddings": "image_id"}
 SERVER_PREFIX = "imgsearch_shard_"
 SCHEMA_PREFIX = "shard_"
 # postgres_fdw options of every shard's server: the statement of each partition runs at once

@@ -52,6 +52,7 @@ class Prepared:
     words: np.ndarray | None = None  # int32 postings of the keypoints: word, angle, level
     angles: np.ndarray | None = None
     levels: np.ndarray | None = None
+    embedding: str | None = None  # pgvector text of the similar-images embedding (the optional extra)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,13 @@ def prepare(fp: Fingerprint) -> Prepared:
         words=post.word.astype(np.int32) if post is not None else None,
         angles=post.angle.astype(np.int16) if post is not None else None,
         levels=post.level.astype(np.int16) if post is not None else None,
+        embedding=embedding_text(fp.embedding) if fp.embedding is not None else None,
     )
+
+
+def embedding_text(vector: np.ndarray) -> str:
+    """pgvector's text form, '[0.1,-0.2,...]'."""
+    return "[" + ",".join(f"{v:.7g}" for v in vector.tolist()) + "]"
 
 
 _POSTING = np.dtype([("fields", ">i2"), ("wlen", ">i4"), ("word", ">i4"), ("ilen", ">i4"), ("image_id", ">i8"),
@@ -155,6 +162,13 @@ def store_batch(conn: psycopg.Connection, entries: Sequence[Entry]) -> list[Stor
                         copy.write_row((image_id, p.keypoints))
             with cur.copy(query("copy_postings_binary")) as copy:
                 copy.write(postings_copy_data(new))
+            embedded = [(image_id, p.embedding) for image_id, p in new if p.embedding is not None]
+            if embedded:
+                from .embedding import MODEL
+
+                with cur.copy(query("copy_embeddings")) as copy:
+                    for image_id, text in embedded:
+                        copy.write_row((image_id, MODEL, text))
         old_meta = [(ids[s], m) for s, m in merged.items() if s not in created and m]
         if old_meta:
             cur.execute(query("merge_metadata_batch"), {"image_ids": [i for i, _ in old_meta],

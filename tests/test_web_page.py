@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
 
 @pytest.fixture(scope="module")
 def site(database_url):
-    server = LiveServer(api_keys=(WRITE_KEY,))
+    server = LiveServer(api_keys=(WRITE_KEY,), semantic=True)  # stored images get embeddings (the similar view)
     ids = {}
     with server.client(WRITE_KEY) as client:
         for rel in STORED:
@@ -175,3 +175,53 @@ def test_the_page_of_an_image_shows_its_lineage(site, browser):
     child = wait_for(browser, f'#lineage-descendants .lnode[data-id="{crop_id}"]')
     assert child.get_attribute("data-relation") == "crop"
     assert child.location["y"] > browser.find_element(By.CSS_SELECTOR, "#lineage .lself").location["y"]
+
+
+def test_the_similar_view_random_image_and_upload(site, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server, ids = site
+    browser.get(server.url + "/similar")
+    assert "similar" in browser.title
+    assert "current" in browser.find_element(By.ID, "nav-similar").get_attribute("class")
+    assert not browser.find_elements(By.ID, "similar-unavailable")  # the extra is installed (the README's tests)
+    browser.find_element(By.ID, "random-btn").click()
+    card = wait_for(browser, "#results .similar-card")
+    assert "/similar?image=" in browser.current_url
+    picked = int(browser.current_url.rsplit("=", 1)[1])
+    shown = [int(c.get_attribute("data-id")) for c in browser.find_elements(By.CSS_SELECTOR, "#results .similar-card")]
+    assert picked not in shown and set(shown) <= set(ids.values())
+    assert -1 <= float(card.get_attribute("data-similarity")) <= 1
+    assert card.find_element(By.CSS_SELECTOR, "a[href^='/similar?image=']")
+
+    # an upload of the cat (a smaller copy): the stored cat comes first, nearly the same vector
+    small = tmp_path / "cat.jpg"
+    Image.open(POOL / STORED[1]).convert("RGB").resize((300, 200)).save(small, quality=85)
+    browser.get(server.url + "/similar")
+    browser.find_element(By.ID, "file-input").send_keys(str(small))
+    WebDriverWait(browser, 60).until(lambda d: "similar image" in d.find_element(By.ID, "status").text)
+    first = browser.find_element(By.CSS_SELECTOR, "#results .similar-card")
+    assert first.get_attribute("data-id") == str(ids[STORED[1]]) and float(first.get_attribute("data-similarity")) > 0.8
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+
+    # the page of an image links to its similar images
+    browser.get(f"{server.url}/images/{ids[STORED[0]]}")
+    wait_for(browser, "#detail-table tr")
+    assert browser.find_element(By.ID, "detail-similar").get_attribute("href").endswith(
+        f"/similar?image={ids[STORED[0]]}")
+
+
+def test_the_similar_view_says_how_to_enable_the_extra(site, browser, monkeypatch):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from engine import embedding
+
+    server, _ = site
+    monkeypatch.setattr(embedding, "missing", lambda: "torch is not installed")
+    browser.get(server.url + "/similar")
+    note = wait_for(browser, "#similar-unavailable")
+    assert "imgsearch embed --install" in note.text
+    browser.find_element("id", "random-btn").click()  # and a query says it too, as an error
+    WebDriverWait(browser, 30).until(lambda d: "error" in d.find_element("id", "status").get_attribute("class"))
+    assert "semantic" in browser.find_element("id", "status").text

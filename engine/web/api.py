@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .. import embedding
 from ..errors import InputError
 from ..fetch import afetch
 from ..provenance import DEFAULT_DEPTH
@@ -192,6 +193,40 @@ async def search_get(request: Request) -> JSONResponse:
            body=IMAGE_BODY, **SEARCH_DOC)
 async def search_post(request: Request) -> JSONResponse:
     return await _search(request, *await read_body(request))
+
+
+# --- similar images (the optional 'semantic' extra) ------------------------------------------
+SIMILAR_DOC = dict(responses=json_ok("the stored images most similar to the query, most similar first (as "
+                                     "`imgsearch similar --json`), with thumbnail links", "SimilarResult"),
+                   errors=(*IMAGE_ERRORS, 404, 501))
+SIMILAR_ID = Param("id", "query", {"type": "integer", "minimum": 1}, "instead of an image: a stored image's id")
+
+
+async def _similar(request: Request, files: dict, fields: dict) -> JSONResponse:
+    limit = int_field(fields, "limit", 10, 1, MAX_LIMIT)
+    embedding.require()  # 501 with how to enable it, before anything is read or fetched
+    if not files and fields.get("id") not in (None, ""):
+        stored_id = int_field(fields, "id", 0, 1, 2**63 - 1)
+        return JSONResponse(await anyio.to_thread.run_sync(functools.partial(
+            service(request).similar_stored, stored_id, limit=limit), limiter=request.app.state.searches))
+    data, name, _ = await image_from(request, files, fields, what="an image (or the id of a stored one)")
+    vector, seconds = await fingerprinting(request, service(request).similar_query_vector, data, name)
+    result = await anyio.to_thread.run_sync(functools.partial(
+        service(request).similar, vector, name, limit=limit, embedding_s=seconds), limiter=request.app.state.searches)
+    return JSONResponse(result)
+
+
+@operation(READ, "Similar images (same kind of thing) to the image at a URL or a stored image", params=[
+    Param("url", "query", {"type": "string"}, "http(s) URL of the query image"), SIMILAR_ID, LIMIT], **SIMILAR_DOC)
+async def similar_get(request: Request) -> JSONResponse:
+    return await _similar(request, {}, dict(request.query_params))
+
+
+@operation(READ, "Similar images to an uploaded image (multipart, raw body), a URL or a stored id (JSON)",
+           params=[LIMIT], body={**IMAGE_BODY, "application/json": {"type": "object", "properties": {
+               "url": {"type": "string"}, "id": {"type": "integer"}}}}, **SIMILAR_DOC)
+async def similar_post(request: Request) -> JSONResponse:
+    return await _similar(request, *await read_body(request))
 
 
 # --- images ----------------------------------------------------------------------------------

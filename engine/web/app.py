@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from pathlib import Path
 
 import anyio
@@ -25,7 +26,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .. import db
+from .. import db, embedding
 from ..config import Settings, load_settings
 from ..errors import DatabaseUnavailableError, ImgsearchError
 from ..queries import query
@@ -53,6 +54,8 @@ async def page(request: Request) -> FileResponse:
 ROUTES = [
     Route("/api/search", api.search_get, methods=["GET"]),
     Route("/api/search", api.search_post, methods=["POST"]),
+    Route("/api/similar", api.similar_get, methods=["GET"]),
+    Route("/api/similar", api.similar_post, methods=["POST"]),
     Route("/api/images", api.list_images, methods=["GET"]),
     Route("/api/images", api.add_image, methods=["POST"]),
     Route("/api/images/random", api.random_image, methods=["GET"]),
@@ -75,6 +78,7 @@ ROUTES = [
     Route("/rest/overlay/{token:str}/{id:int}", tineye.overlay, methods=["GET"], include_in_schema=False),
     Route("/", page, methods=["GET"], include_in_schema=False),
     Route("/images/{id:int}", page, methods=["GET"], include_in_schema=False),
+    Route("/similar", page, methods=["GET"], include_in_schema=False),
     Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
 ]
 
@@ -136,6 +140,14 @@ def _open_pool(settings: Settings) -> ConnectionPool:
     return pool
 
 
+def _warm_up_embeddings() -> None:
+    """Load the similar-images network once, off the request path (a first request would wait seconds)."""
+    try:
+        embedding.network()
+    except Exception:  # noqa: BLE001 - a request will report the problem properly
+        log.exception("could not load the similar-images network")
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
     holder: dict[str, ConnectionPool] = {}
@@ -150,6 +162,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette):
         pool = await anyio.to_thread.run_sync(_open_pool, settings)
         holder["pool"] = pool
+        if settings.semantic and embedding.available():  # torch and the weights load while the server starts
+            threading.Thread(target=_warm_up_embeddings, name="imgsearch-embedding-warm-up", daemon=True).start()
         app.state.service = Service(settings, pool, metrics)
         app.state.fingerprints = anyio.CapacityLimiter(1)  # CPU-bound: one fingerprint at a time per process
         # searches (SQL, then CPU-bound verification) at once per process: more only adds contention

@@ -89,6 +89,15 @@ SCHEMAS = {
                         timings_ms=obj(["fingerprint", "search"], fingerprint=NUM, search=NUM),
                         # on a database scaled out over shards only (docs/scale.md): some did not answer
                         partial=BOOL, missing_shards={"type": "array", "items": STR}),
+    "SimilarImage": obj(["id", "uri", "uris", "similarity", "width", "height", "format", "thumbnail", "links"],
+                        id=INT, uri=NULL_STR, uris={"type": "array", "items": STR},
+                        similarity={"type": "number", "minimum": -1, "maximum": 1,
+                                    "description": "cosine similarity of the embeddings: 1 the same, ~0 unrelated"},
+                        width=INT, height=INT, format=STR, thumbnail=STR, links=LINKS),
+    "SimilarResult": obj(["query", "matches", "timings_ms"], query=STR,
+                         query_image=obj(["id", "links"], id=INT, links=LINKS),
+                         matches={"type": "array", "items": ref("SimilarImage")},
+                         timings_ms=obj(["embedding", "search"], embedding=NUM, search=NUM)),
     "ImageSummary": obj(["id", "sha256", "width", "height", "format", "file_size", "metadata", "created_at", "uri",
                          "links"], id=INT, sha256=STR, width=INT, height=INT, format=STR, file_size=INT, metadata=OBJ,
                         created_at=STR, uri=NULL_STR, links=LINKS),
@@ -138,6 +147,7 @@ ERROR_TEXT = {400: "bad input (parameters, body, URL refused by policy)", 401: "
               403: "the API key does not allow this", 404: "no such image", 408: "the body did not arrive in time",
               413: "the body or the image is too large", 415: "an image format we do not read",
               422: "not a decodable image, or the URL could not be fetched",
+              501: "an optional extra is not installed (the message says how to enable it)",
               503: "the database is unavailable or the answer took too long"}
 ACCESS_TEXT = {READ: "A read: open unless IMGSEARCH_READ_KEYS is set.",
                WRITE: "A write: needs a key from IMGSEARCH_API_KEYS.", OPEN: "Open to everyone."}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from .. import db, fanout, provenance
+from .. import db, embedding, fanout, provenance, similar
 from ..compare import compare, stored_query
 from ..config import Settings
 from ..errors import ImgsearchError, NotFoundError
@@ -31,6 +31,10 @@ def links(image_id: int) -> dict:
 
 
 def match_json(m: Match) -> dict:
+    return {**m.to_json(), "thumbnail": f"/api/images/{m.id}/thumbnail", "links": links(m.id)}
+
+
+def similar_json(m: similar.SimilarImage) -> dict:
     return {**m.to_json(), "thumbnail": f"/api/images/{m.id}/thumbnail", "links": links(m.id)}
 
 
@@ -75,8 +79,10 @@ class Service:
         return q, self._timed("query_fingerprint", t0) - t0
 
     def fingerprint(self, data: bytes, name: str) -> Fingerprint:
+        """The fingerprint of an image to store (with its embedding when the 'semantic' extra is on)."""
         t0 = time.perf_counter()
-        fp = fingerprint(data, name=name, settings=self.settings)
+        fp = fingerprint(data, name=name, settings=self.settings,
+                         with_embedding=self.settings.semantic and embedding.available())
         self._timed("fingerprint", t0)
         return fp
 
@@ -105,6 +111,31 @@ class Service:
                     "height": record["height"], "format": record["format"], "links": links(image_id)},
                 "matches": [match_json(m) for m in matches],
                 "timings_ms": {"fingerprint": 0.0, "search": round((t1 - t0) * 1000, 1)}}
+
+    # --- similar images (the optional 'semantic' extra: FeatureUnavailableError, 501, without it) ------
+    def similar_query_vector(self, data: bytes, name: str) -> tuple[object, float]:
+        """CPU: the embedding of a query image (run one at a time per process, as fingerprints)."""
+        t0 = time.perf_counter()
+        vector = similar.query_vector(data, name=name, settings=self.settings)
+        return vector, self._timed("similar_embedding", t0) - t0
+
+    def similar(self, vector, name: str, *, limit: int, embedding_s: float) -> dict:
+        t0 = time.perf_counter()
+        with self.pool.connection() as conn:
+            found = similar.nearest(conn, vector, limit)
+        t1 = self._timed("similar_search", t0)
+        return {"query": name, "matches": [similar_json(m) for m in found],
+                "timings_ms": {"embedding": round(embedding_s * 1000, 1), "search": round((t1 - t0) * 1000, 1)}}
+
+    def similar_stored(self, image_id: int, *, limit: int) -> dict:
+        embedding.require()
+        t0 = time.perf_counter()
+        with self.pool.connection() as conn:
+            found = similar.similar_to_stored(conn, check_id(image_id), limit)
+        t1 = self._timed("similar_search", t0)
+        return {"query": f"/api/images/{image_id}", "query_image": {"id": image_id, "links": links(image_id)},
+                "matches": [similar_json(m) for m in found],
+                "timings_ms": {"embedding": 0.0, "search": round((t1 - t0) * 1000, 1)}}
 
     @staticmethod
     def _record(conn, image_id: int) -> tuple[dict, list[dict]]:
@@ -169,7 +200,10 @@ class Service:
     def stats(self) -> dict:
         with self.pool.connection() as conn:
             info = db.status(conn)
-        return {**info, "pool": self.pool.get_stats()}
+        missing = embedding.missing()
+        similar_images = {"available": missing is None, "enabled": missing is None and self.settings.semantic,
+                          "message": f"{embedding.INSTALL_HINT}; {missing}" if missing else None}
+        return {**info, "pool": self.pool.get_stats(), "similar": similar_images}
 
     def fingerprint_pair(self, a: bytes, a_name: str, b: bytes, b_name: str) -> tuple[QueryFingerprint, Fingerprint]:
         t0 = time.perf_counter()

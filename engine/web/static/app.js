@@ -1,5 +1,6 @@
 // imgsearch's page: search by upload, drag-and-drop, paste or URL; a random stored image; a page per image
-// (with its lineage: what it was made from, above, and what was made from it, below).
+// (with its lineage: what it was made from, above, and what was made from it, below). At /similar the same
+// inputs ask for similar images (same kind of thing: /api/similar, the optional 'semantic' extra) instead.
 // Plain JavaScript, no build step. Everything shown from the server goes through textContent (URIs and
 // metadata are user data); only http(s) URIs become links.
 "use strict";
@@ -7,6 +8,7 @@
 const $ = (id) => document.getElementById(id);
 const KEY_STORAGE = "imgsearch.apiKey";
 let queryObjectURL = null;
+const SIMILAR = location.pathname === "/similar"; // the "similar" view: /api/similar instead of /api/search
 
 function setStatus(text, isError = false) {
   const status = $("status");
@@ -100,16 +102,36 @@ function showQuery(src, info) {
   $("query-info").textContent = info;
 }
 
+// similar images: a card per stored image, its thumbnail and its cosine similarity to the query
+function showSimilar(result) {
+  const grid = $("results");
+  grid.replaceChildren();
+  const found = result.matches;
+  setStatus(found.length ? `${found.length} similar image${found.length > 1 ? "s" : ""}` +
+    ` (embedding ${result.timings_ms.embedding} ms, search ${result.timings_ms.search} ms)` : "No stored image has an embedding yet.");
+  for (const m of found) {
+    grid.append(el("article", { class: "card similar-card", "data-id": String(m.id),
+                                "data-similarity": String(m.similarity) },
+      boxedImage(m.thumbnail, "similar image " + m.id, null, `#${m.id} ${m.width}×${m.height}`, m.links.page),
+      el("div", { class: "meta" },
+        el("span", { class: "similarity", text: m.similarity.toFixed(3) }),
+        el("a", { href: "/similar?image=" + m.id, text: "more like this" }),
+        m.uri ? safeLink(m.uri) : null)));
+  }
+}
+
 async function run(label, querySrc, request) {
   const buttons = document.querySelectorAll("button");
   buttons.forEach((b) => (b.disabled = true));
-  setStatus("Searching " + label + "…");
+  setStatus((SIMILAR ? "Looking for images like " : "Searching ") + label + "…");
   $("results").replaceChildren();
   try {
     const result = await request();
-    const size = result.query_image ? ` ${result.query_image.width}×${result.query_image.height}` : "";
+    const size = result.query_image && result.query_image.width
+      ? ` ${result.query_image.width}×${result.query_image.height}` : "";
     showQuery(querySrc, label + size);
-    showResults(result, querySrc);
+    if (SIMILAR) showSimilar(result);
+    else showResults(result, querySrc);
   } catch (error) {
     setStatus(error.message, true);
   } finally {
@@ -123,22 +145,24 @@ function searchFile(file) {
   queryObjectURL = URL.createObjectURL(file);
   const form = new FormData();
   form.append("file", file, file.name || "pasted image");
-  run(file.name || "pasted image", queryObjectURL,
-      () => api("/api/search?limit=24", { method: "POST", body: form }));
+  const endpoint = SIMILAR ? "/api/similar?limit=24" : "/api/search?limit=24";
+  run(file.name || "pasted image", queryObjectURL, () => api(endpoint, { method: "POST", body: form }));
 }
 
 function searchURL(url) {
-  run(url, url, () => api("/api/search?limit=24&url=" + encodeURIComponent(url)));
+  const endpoint = SIMILAR ? "/api/similar" : "/api/search";
+  run(url, url, () => api(endpoint + "?limit=24&url=" + encodeURIComponent(url)));
 }
 
 function searchStored(id) {
-  run("stored image #" + id, `/api/images/${id}/thumbnail`, () => api(`/api/images/${id}/matches?limit=24`));
+  const request = SIMILAR ? () => api(`/api/similar?limit=24&id=${id}`) : () => api(`/api/images/${id}/matches?limit=24`);
+  run("stored image #" + id, `/api/images/${id}/thumbnail`, request);
 }
 
 async function searchRandom() {
   try {
     const picked = await api("/api/images/random");
-    history.replaceState(null, "", "/?image=" + picked.id);
+    history.replaceState(null, "", (SIMILAR ? "/similar" : "/") + "?image=" + picked.id);
     searchStored(picked.id);
   } catch (error) {
     setStatus(error.message, true);
@@ -231,9 +255,23 @@ async function showImagePage(id) {
     $("detail-uris").replaceChildren(...image.uris.map((u) => el("li", {}, safeLink(u.uri))));
     if (!image.uris.length) $("detail-uris").append(el("li", { text: "no URI recorded" }));
     $("detail-metadata").textContent = JSON.stringify(image.metadata, null, 2);
+    $("detail-similar").href = "/similar?image=" + image.id;
     loadLineage(image.id); // alongside the matches; its errors stay in its own section
     const result = await api(image.links.matches + "?limit=24");
     showResults(result, image.links.thumbnail);
+  } catch (error) {
+    setStatus(error.message, true);
+  }
+}
+
+// the similar view says at once when the server lacks the optional extra (and how to enable it)
+async function checkSimilar() {
+  try {
+    const stats = await api("/api/stats");
+    if (stats.similar && !stats.similar.available) {
+      const note = el("p", { class: "notice", id: "similar-unavailable", text: stats.similar.message });
+      $("search-view").prepend(note);
+    }
   } catch (error) {
     setStatus(error.message, true);
   }
@@ -243,6 +281,12 @@ async function showImagePage(id) {
 function init() {
   const page = location.pathname.match(/^\/images\/(\d+)$/);
   if (page) return showImagePage(page[1]);
+  $(SIMILAR ? "nav-similar" : "nav-search").classList.add("current");
+  if (SIMILAR) {
+    document.title = "imgsearch: similar images";
+    $("tagline").textContent = "find stored photos of the same kind of thing";
+    checkSimilar();
+  }
 
   $("file-input").addEventListener("change", (e) => searchFile(e.target.files[0]));
   $("url-form").addEventListener("submit", (e) => {
