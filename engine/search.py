@@ -165,12 +165,13 @@ class Verdict:
     inliers: int | None = None
 
 
-def _sides_to_verify(q: QueryFingerprint, cand: Candidate) -> list:
+def _sides_to_verify(q: QueryFingerprint, cand: Candidate, both_sides: bool = False) -> list:
     """The query's keypoints, plain and mirrored. A candidate found by visual words alone is
-    verified on the side whose words found it: the other side's matches are what a reflection
-    would leave, and verifying it too doubled the cost for nothing (docs/benchmarks.md)."""
+    verified on the side whose words found it, unless ``both_sides``: the other side's matches are
+    what a reflection would leave, and verifying it too doubled the cost for nothing
+    (docs/benchmarks.md)."""
     sides = [kp for kp in (q.fp.keypoints, q.mirrored_keypoints) if kp is not None]
-    if cand.word_side is not None and not cand.hash_hits and len(sides) == 2:
+    if cand.word_side is not None and not cand.hash_hits and len(sides) == 2 and not both_sides:
         return [sides[cand.word_side]]
     return sides
 
@@ -193,10 +194,12 @@ def _guided(q: QueryFingerprint, near: verifymod.Verification, mirrored: bool,
     return (v, part) if v is not None and v.accepted else None
 
 
-def judge(q: QueryFingerprint, cand: Candidate, details: dict, guided: list[int] | None = None) -> Verdict | None:
+def judge(q: QueryFingerprint, cand: Candidate, details: dict, guided: list[int] | None = None,
+          both_sides: bool = False) -> Verdict | None:
     """Accept a candidate only on evidence of one geometric relation; None rejects it.
 
-    ``guided``: a one-item counter of the guided verifications left for this query (none if None)."""
+    ``guided``: a one-item counter of the guided verifications left for this query (none if None);
+    ``both_sides``: verify a word-only candidate on the plain and the mirrored keypoints."""
     qsize = (q.fp.width, q.fp.height)
     ssize = (details["width"], details["height"])
     if cand.exact:
@@ -215,7 +218,7 @@ def judge(q: QueryFingerprint, cand: Candidate, details: dict, guided: list[int]
     stored_kp = kpmod.from_bytes(details["keypoints"]) if details.get("keypoints") else None
     if stored_kp is not None and q.fp.keypoints is not None:
         best, near = None, None
-        for kp in _sides_to_verify(q, cand):
+        for kp in _sides_to_verify(q, cand, both_sides):
             v = verifymod.verify(kp, stored_kp, min_inliers=GUIDE_MIN_DISTINCT)
             if v is None:
                 continue
@@ -275,9 +278,15 @@ def search(conn: psycopg.Connection, q: QueryFingerprint, *, limit: int = 10, mi
     lap("details")
     judged: list[tuple[Candidate, Verdict]] = []
     guided = [GUIDE_PER_QUERY]
+    # Which side's words found a candidate means little when the collection is small (every
+    # word's idf is at its floor: the demo's 8 images tie at one score on both sides); then the
+    # words return fewer candidates than asked, and both sides of each cost no more verifications
+    # than one side of WORD_CANDIDATES would.
+    word_only = sum(1 for c in ranked if c.word_side is not None and not c.hash_hits)
+    both_sides = 2 * word_only <= WORD_CANDIDATES
     for cand in ranked:
         if cand.image_id in details:
-            verdict = judge(q, cand, details[cand.image_id], guided)
+            verdict = judge(q, cand, details[cand.image_id], guided, both_sides)
             if verdict is not None:
                 judged.append((cand, verdict))
     lap("verify")
