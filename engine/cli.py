@@ -46,6 +46,24 @@ def emit(obj: dict, as_json: bool, text: str | None = None) -> None:
         print(text if text is not None else json.dumps(obj, indent=2), flush=True)
 
 
+def answer_each(queries: list[str], as_json: bool, answer: Callable[[str], tuple[dict, str]]) -> int:
+    """Print one answer per query: ``answer(arg)`` gives its JSON object and its text. A query that
+    fails with one of our errors prints its error on its line and the others go on; a database
+    error stops the command. Exit status 1 when any query failed, else 0."""
+    failed = 0
+    for arg in queries:
+        try:
+            obj, text = answer(arg)
+        except ImgsearchError as exc:
+            if isinstance(exc, DatabaseError):
+                raise
+            failed += 1
+            emit({"query": arg, "error": exc.to_dict()}, as_json, f"{arg}: error {exc.code}: {exc.message}")
+            continue
+        emit(obj, as_json, text)
+    return 1 if failed else 0
+
+
 # --- db --------------------------------------------------------------------------------------
 def _db_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["start", "stop", "status", "migrate", "shards", "distribute"])
@@ -158,26 +176,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .fingerprint import query_fingerprint
     from .search import DEFAULT_RADIUS
 
-    failed = 0
     with db.connect() as conn:
-        for arg in args.queries:
-            try:
-                source, name = read_source(arg)
-                q = query_fingerprint(source, name=name)
-                outcome = search(conn, q, limit=args.limit, min_score=args.min_score,
-                                 radius=args.radius or DEFAULT_RADIUS)
-                matches = outcome.matches
-            except ImgsearchError as exc:
-                if isinstance(exc, DatabaseError):
-                    raise
-                failed += 1
-                emit({"query": arg, "error": exc.to_dict()}, args.json, f"{arg}: error {exc.code}: {exc.message}")
-                continue
+        def answer(arg: str) -> tuple[dict, str]:
+            source, name = read_source(arg)
+            outcome = search(conn, query_fingerprint(source, name=name), limit=args.limit,
+                             min_score=args.min_score, radius=args.radius or DEFAULT_RADIUS)
+            matches = outcome.matches
             obj = {"query": arg, "matches": [m.to_json() for m in matches], **outcome.to_json()}
             partial = f" (partial: shard(s) {', '.join(outcome.missing)} did not answer)" if outcome.partial else ""
-            text = f"{arg}: {len(matches)} match(es){partial}" + "".join("\n" + _match_line(m) for m in matches)
-            emit(obj, args.json, text)
-    return 1 if failed else 0
+            return obj, f"{arg}: {len(matches)} match(es){partial}" + "".join("\n" + _match_line(m) for m in matches)
+
+        return answer_each(args.queries, args.json, answer)
 
 
 # --- demo ------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from . import db, embedding
-from .cli import command, emit, json_flag, read_source
-from .errors import ConfigError, DatabaseError, ImgsearchError, InputError
+from .cli import answer_each, command, emit, json_flag, read_source
+from .errors import ConfigError, InputError
 
 
 def _similar_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,24 +38,17 @@ def cmd_similar(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise InputError(f"--limit {args.limit}: must be at least 1")
     embedding.require()
-    failed = 0
     with db.connect() as conn:
-        for arg in args.queries:
-            try:
-                if _is_id(arg):
-                    found = similar_to_stored(conn, int(arg), args.limit)
-                else:
-                    source, name = read_source(arg)
-                    found = nearest(conn, query_vector(source, name=name), args.limit)
-            except ImgsearchError as exc:
-                if isinstance(exc, DatabaseError):
-                    raise
-                failed += 1
-                emit({"query": arg, "error": exc.to_dict()}, args.json, f"{arg}: error {exc.code}: {exc.message}")
-                continue
+        def answer(arg: str) -> tuple[dict, str]:
+            if _is_id(arg):
+                found = similar_to_stored(conn, int(arg), args.limit)
+            else:
+                source, name = read_source(arg)
+                found = nearest(conn, query_vector(source, name=name), args.limit)
             text = f"{arg}: {len(found)} similar image(s)" + "".join("\n" + _line(m) for m in found)
-            emit({"query": arg, "matches": [m.to_json() for m in found]}, args.json, text)
-    return 1 if failed else 0
+            return {"query": arg, "matches": [m.to_json() for m in found]}, text
+
+        return answer_each(args.queries, args.json, answer)
 
 
 def _embed_arguments(p: argparse.ArgumentParser) -> None:
