@@ -129,6 +129,11 @@ def bbox_fraction(poly: np.ndarray, w: float, h: float) -> Box:
             round(min(1.0, x1 / w), 4), round(min(1.0, y1 / h), 4))
 
 
+def box_area(box: Box) -> float:
+    """The area of a box (0 if it is empty or inverted), in its own units: fractions give shares."""
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
 @dataclass(frozen=True)
 class Explanation:
     relation: str

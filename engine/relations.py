@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from . import verify as verifymod
-from .explain import FULL
+from .explain import FULL, box_area
 from .model import Box, Keypoints, Match
 
 PICTURE_IOU = 0.7  # the shared part is "a picture inside the picture" when it overlaps one this much
@@ -138,15 +138,11 @@ class Edge:
                 "mirrored": self.mirrored, "rotated": self.rotated}
 
 
-def _area(b: Box) -> float:
-    return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
-
-
 def _iou(a: Box, b: Box) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
-    return inter / max(_area(a) + _area(b) - inter, 1e-9)
+    return inter / max(box_area(a) + box_area(b) - inter, 1e-9)
 
 
 def _is_picture(info: ImageInfo, box: Box) -> bool:
@@ -218,7 +214,7 @@ def lesser_copy(a: ImageInfo, b: ImageInfo) -> bool:
 def _edge(source: ImageInfo, derived: ImageInfo, relation: str, m: Match, query_is_derived: bool) -> Edge:
     derived_box, source_box = (m.query_box, m.target_box) if query_is_derived else (m.target_box, m.query_box)
     ws, hs, wd, hd = source.width, source.height, derived.width, derived.height
-    scale = math.sqrt(max(_area(derived_box) * wd * hd, 1e-9) / max(_area(source_box) * ws * hs, 1e-9))
+    scale = math.sqrt(max(box_area(derived_box) * wd * hd, 1e-9) / max(box_area(source_box) * ws * hs, 1e-9))
     sx = source_box[2] if m.mirrored else source_box[0]  # the source edge that lands on the derived box's left
     tx = derived_box[0] * wd - (-scale if m.mirrored else scale) * sx * ws
     ty = derived_box[1] * hd - scale * source_box[1] * hs
@@ -239,7 +235,7 @@ def classify(q: ImageInfo, m: Match, s: ImageInfo, points: tuple[np.ndarray, np.
             return _edge(s, q, "near_duplicate", m, True)
         return _edge(q, s, "near_duplicate", m, False)
     q_inside = m.relation == "crop"
-    s_inside = m.relation == "contains" or (m.relation == "composite" and _area(m.target_box) >= FULL)
+    s_inside = m.relation == "contains" or (m.relation == "composite" and box_area(m.target_box) >= FULL)
     if q_inside or s_inside:
         big, big_box = (s, m.target_box) if q_inside else (q, m.query_box)
         small = q if q_inside else s
@@ -256,7 +252,7 @@ def classify(q: ImageInfo, m: Match, s: ImageInfo, points: tuple[np.ndarray, np.
 
 def pictures(boxes) -> tuple[Box, ...]:
     """The pictures inside a picture that can be the place of another image (not the whole frame)."""
-    return tuple(tuple(b) for b in boxes if _area(b) <= MAX_PICTURE)
+    return tuple(tuple(b) for b in boxes if box_area(b) <= MAX_PICTURE)
 
 
 def keeps_long(xz: str, zy: str, xy: str) -> bool:

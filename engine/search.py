@@ -20,7 +20,7 @@ import psycopg
 from . import hamming
 from . import keypoints as kpmod
 from . import verify as verifymod
-from .explain import Explanation, Similarity, explain, from_boxes, mark_composites, score
+from .explain import Explanation, Similarity, box_area, explain, from_boxes, mark_composites, score
 from .fingerprint import QueryFingerprint
 from .model import Box, Hash, Match
 from .queries import query
@@ -176,10 +176,6 @@ def _sides_to_verify(q: QueryFingerprint, cand: Candidate, both_sides: bool = Fa
     return sides
 
 
-def _box_area(box: Box) -> float:
-    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
-
-
 def _guided(q: QueryFingerprint, near: verifymod.Verification, mirrored: bool,
             stored_kp) -> tuple[verifymod.Verification, object] | None:
     """Verify again with the part of the query that ``near`` (a fit short of the threshold) maps
@@ -227,7 +223,7 @@ def judge(q: QueryFingerprint, cand: Candidate, details: dict, guided: list[int]
             elif not v.accepted and (near is None or v.distinct > near[0].distinct):
                 near = (v, kp is q.mirrored_keypoints)
         if (best is None and near is not None and guided and guided[0] > 0 and q.working is not None
-                and _box_area(near[0].query_box) < GUIDE_MAX_AREA):
+                and box_area(near[0].query_box) < GUIDE_MAX_AREA):
             guided[0] -= 1
             best = _guided(q, near[0], near[1], stored_kp)
         if best is not None:
