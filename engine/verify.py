@@ -90,15 +90,19 @@ def match(query: Keypoints, stored: Keypoints) -> np.ndarray:
     """(m, 2) index pairs (query, stored): ratio-test nearest neighbours, one per stored keypoint."""
     if len(query) < 2 or len(stored) < 2:
         return np.zeros((0, 2), dtype=np.int64)
-    knn = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(np.asarray(query.descriptors), np.asarray(stored.descriptors), k=2)
-    pairs = [(m.queryIdx, m.trainIdx, m.distance) for m, n in (p for p in knn if len(p) == 2)
-             if m.distance <= MAX_DISTANCE and m.distance < RATIO * n.distance]
-    if not pairs:
+    # the two nearest stored descriptors of each query descriptor, as arrays (what BFMatcher's
+    # knnMatch computes, without a DMatch object per match)
+    dist, nearest = cv2.batchDistance(np.asarray(query.descriptors), np.asarray(stored.descriptors), cv2.CV_32S,
+                                      normType=cv2.NORM_HAMMING, K=2)
+    d0, d1 = dist[:, 0].astype(np.float64), dist[:, 1].astype(np.float64)
+    keep = (nearest[:, 1] >= 0) & (d0 <= MAX_DISTANCE) & (d0 < RATIO * d1)
+    if not keep.any():
         return np.zeros((0, 2), dtype=np.int64)
-    found = np.array(pairs)
-    found = found[np.argsort(found[:, 2], kind="stable")]
-    _, first = np.unique(found[:, 1], return_index=True)  # the closest query keypoint per stored keypoint
-    return found[np.sort(first), :2].astype(np.int64)
+    qi, si, d = np.flatnonzero(keep), nearest[keep, 0].astype(np.int64), d0[keep]
+    order = np.argsort(d, kind="stable")
+    _, first = np.unique(si[order], return_index=True)  # the closest query keypoint per stored keypoint
+    chosen = order[np.sort(first)]  # in order of distance, as the RANSAC sampling expects
+    return np.stack([qi[chosen], si[chosen]], axis=1)
 
 
 def _score(w: np.ndarray, t: np.ndarray, reflect: bool, geo: dict, tolerance: float) -> np.ndarray:
