@@ -16,6 +16,7 @@ from importlib import resources
 import psycopg
 from psycopg.rows import dict_row
 
+from . import pgarrays  # noqa: F401  (registers the binary array dumpers before any connection)
 from .config import Settings, load_settings
 from .embedded import EmbeddedServer
 from .errors import DatabaseError, DatabaseUnavailableError

@@ -73,20 +73,20 @@ def _give_back(url: str, conn: psycopg.Connection) -> None:
         _idle.setdefault(url, []).append(conn)
 
 
-def _on_shard(url: str, text: str, params: dict) -> list[dict]:
+def _on_shard(url: str, text: str, params: dict, options: dict) -> list[dict]:
     """Run a statement on one shard. An idle connection that fails (the shard restarted since)
     is dropped and the statement tried once more on a new one."""
     conn = _take(url)
     if conn is not None:
         try:
-            rows = conn.execute(text, params).fetchall()
+            rows = conn.execute(text, params, **options).fetchall()
             _give_back(url, conn)
             return rows
         except psycopg.OperationalError:
             conn.close()
     conn = _connect(url)
     try:
-        rows = conn.execute(text, params).fetchall()
+        rows = conn.execute(text, params, **options).fetchall()
     except psycopg.Error:
         conn.close()
         raise
@@ -132,12 +132,12 @@ class FanoutConnection:
         self.missing: set[str] = set()
         self._mergers = {query(name): merge for name, merge in _MERGERS.items()}
 
-    def execute(self, text, params=None):
+    def execute(self, text, params=None, **options):
         merge = self._mergers.get(text) if isinstance(text, str) else None
         if merge is None:
-            return self.conn.execute(text, params)
+            return self.conn.execute(text, params, **options)
         live = [s for s in self.shards if s.name not in self.missing]
-        futures = [(s, _executor.submit(_on_shard, s.url, text, params)) for s in live]
+        futures = [(s, _executor.submit(_on_shard, s.url, text, params, options)) for s in live]
         parts = []
         for shard, future in futures:
             try:

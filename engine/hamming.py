@@ -19,6 +19,8 @@ from itertools import combinations
 
 import numpy as np
 
+from .pgarrays import Int4Array, Int8Array
+
 CHUNK_BITS = (22, 21, 21)  # most significant chunk first
 _SHIFTS = (42, 21, 0)
 
@@ -53,19 +55,20 @@ def signed64(value: int) -> int:
 class Probes:
     """Arrays for one MIH statement: per chunk i, probe values v_i, the query hash index j_i of
     each probe, that query hash q_i (signed bigint), and the distinct probes u_i; plus the radius
-    of each query hash (`radii`, indexed by j + 1 in SQL)."""
+    of each query hash (`radii`, indexed by j + 1 in SQL). Arrays are int64 numpy arrays; they
+    are bound in PostgreSQL's binary array format (engine.pgarrays), not element by element."""
 
-    v: tuple[list[int], ...]
-    j: tuple[list[int], ...]
-    q: tuple[list[int], ...]
-    u: tuple[list[int], ...]
+    v: tuple[np.ndarray, ...]
+    j: tuple[np.ndarray, ...]
+    q: tuple[np.ndarray, ...]
+    u: tuple[np.ndarray, ...]
     radii: list[int]
 
-    def params(self, prefix: str) -> dict[str, list[int]]:
-        out: dict[str, list[int]] = {f"{prefix}rr": self.radii}
+    def params(self, prefix: str) -> dict[str, object]:
+        out: dict[str, object] = {f"{prefix}rr": Int4Array(self.radii)}
         for i in range(len(CHUNK_BITS)):
-            out[f"{prefix}v{i}"], out[f"{prefix}j{i}"] = self.v[i], self.j[i]
-            out[f"{prefix}q{i}"], out[f"{prefix}u{i}"] = self.q[i], self.u[i]
+            out[f"{prefix}v{i}"], out[f"{prefix}j{i}"] = Int4Array(self.v[i]), Int4Array(self.j[i])
+            out[f"{prefix}q{i}"], out[f"{prefix}u{i}"] = Int8Array(self.q[i]), Int4Array(self.u[i])
         return out
 
 
@@ -88,9 +91,9 @@ def probes(values: list[int], radii: list[int]) -> Probes:
 
     vs = tuple(flat(p) for p in v)
     return Probes(
-        v=tuple(a.tolist() for a in vs),
-        j=tuple(flat(p).tolist() for p in j),
-        q=tuple(flat(p).tolist() for p in q),
-        u=tuple(np.unique(a).tolist() for a in vs),
+        v=vs,
+        j=tuple(flat(p) for p in j),
+        q=tuple(flat(p) for p in q),
+        u=tuple(np.unique(a) for a in vs),
         radii=list(radii),
     )
