@@ -86,13 +86,14 @@ def mixed_hashes(rng, real: np.ndarray, n: int) -> np.ndarray:
 
 def prepare(args) -> None:
     from engine import db
-    from engine.ingest import ingest_files
+    from engine.ingest import ingest
+    from engine.sources import Item
 
     files = photos(Path(args.pool))
     with db.connect() as conn:
         if conn.execute("select count(*) as n from images where format <> 'SYNTHETIC'").fetchone()["n"] == 0:
             t = time.perf_counter()
-            summary = ingest_files(conn, files, workers=args.workers)
+            summary = ingest(conn, [Item(str(Path(f).resolve())) for f in files], workers=args.workers)
             log(f"ingested {summary.added} photos in {time.perf_counter() - t:.0f} s")
         have = conn.execute("select count(*) as n from regions").fetchone()["n"]
         real = np.array([r["h"] for r in conn.execute("select h from regions")], dtype=np.int64)
