@@ -127,3 +127,11 @@ def test_compose_app_waits_for_healthy_db_and_publishes_8000(compose):
     container_ports = [str(port).rsplit(":", 1)[-1] for port in app["ports"]]
     assert "8000" in container_ports
     assert "ports" not in compose["services"]["db"]  # the database is not published
+
+
+def test_every_engine_package_is_installed_by_pip_install():
+    """The Dockerfile runs `pip install .` (not editable): setuptools ships only the packages
+    pyproject.toml lists, so a subpackage missing there (engine.regions was) breaks the image."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "engine").rglob("__init__.py")}
+    assert found <= listed, f"pyproject.toml [tool.setuptools] packages lacks {sorted(found - listed)}"
