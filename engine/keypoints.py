@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 import cv2
@@ -284,18 +284,29 @@ class Vocabulary:
             greedy = (greedy << refine) | (values.astype(np.int64) << np.arange(refine)).sum(axis=2)
         return greedy.astype(np.int32)
 
+    @cached_property
+    def _levels64(self) -> tuple[np.ndarray, ...]:
+        """The node centres as 64-bit words (4 per ORB descriptor): popcounts over 4 words
+        instead of 32 bytes."""
+        return tuple(np.ascontiguousarray(level).view(np.uint64) for level in self.levels)
+
     def _descend(self, descriptors: np.ndarray, beam: int, depth: int) -> np.ndarray:
-        """(n, beam) leaves at `depth`, nearest first, keeping the `beam` nearest nodes at every level."""
+        """(n, beam) leaves at `depth`, nearest first, keeping the `beam` nearest nodes at every level
+        (ties to the lower node, as a stable sort orders them)."""
         k = self.branching
         n = len(descriptors)
         nodes = np.zeros((n, 1), dtype=np.int64)
         if n == 0:
             return np.zeros((0, beam), dtype=np.int64)
+        query = np.ascontiguousarray(descriptors, dtype=np.uint8).view(np.uint64)  # (n, 4)
         for level in range(depth):
             children = (nodes[:, :, None] * k + np.arange(k)).reshape(n, -1)  # (n, b*k)
-            centres = self.levels[level][children]  # (n, b*k, 32)
-            dist = np.bitwise_count(centres ^ descriptors[:, None, :]).sum(axis=2, dtype=np.int32)
-            best = np.argsort(dist, axis=1, kind="stable")[:, : min(children.shape[1], beam)]
+            centres = self._levels64[level][children]  # (n, b*k, 4)
+            dist = np.bitwise_count(centres ^ query[:, None, :]).sum(axis=2, dtype=np.int32)
+            if beam == 1:  # the greedy descent: argmin keeps the first of equal distances too
+                best = dist.argmin(axis=1)[:, None]
+            else:
+                best = np.argsort(dist, axis=1, kind="stable")[:, : min(children.shape[1], beam)]
             nodes = np.take_along_axis(children, best, axis=1)
         return nodes
 
