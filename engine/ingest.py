@@ -111,9 +111,8 @@ _worker: dict = {}  # per worker process: the conninfo and connection of the sto
 
 
 def _init_worker(conninfo: str | None = None) -> None:
-    """One worker process per core: OpenCV (and torch, for embeddings) on one thread each, and die
-    with the parent (so a killed run leaves no orphan workers behind). With conninfo, bytes are
-    looked up before they are fingerprinted."""
+    """One worker process per core: OpenCV (and torch, for embeddings) on one thread each (the pool
+    makes it die with the parent). With conninfo, bytes are looked up before they are fingerprinted."""
     import cv2
 
     from . import embedding
@@ -123,13 +122,6 @@ def _init_worker(conninfo: str | None = None) -> None:
     _worker["embed"] = embedding.enabled()
     if _worker["embed"]:
         embedding.set_threads(1)
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
-    except (OSError, AttributeError):  # pragma: no cover - other systems: workers see EOF instead
-        pass
 
 
 def _stored_already(sha256: bytes) -> bool:

@@ -112,16 +112,9 @@ _worker: dict = {}
 
 
 def _init_worker(conninfo: str) -> None:
-    """A backfill worker: one torch thread (one process per core, as ingest), dies with its parent."""
+    """A backfill worker: one torch thread (one process per core, as ingest)."""
     _worker["conninfo"] = conninfo
     embedding.set_threads(1)
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
-    except (OSError, AttributeError):  # pragma: no cover - other systems
-        pass
 
 
 def embed_batch(ids: list[int]) -> tuple[list[int], list[str]]:

@@ -7,7 +7,7 @@ most ``depth`` at a time; when a worker dies, the task at the head of its list i
 on: that task is retried once in a fresh worker (an OOM kill may have hit an innocent task) and
 reported as a crash if it kills that one too; the tasks queued behind it go back to the queue
 unharmed. Workers are spawned (nothing of the parent's state, e.g. its database socket, is
-inherited).
+inherited) and die with their parent.
 """
 
 from __future__ import annotations
@@ -20,7 +20,20 @@ from multiprocessing.connection import wait
 MAX_ATTEMPTS = 2  # a task a worker died on runs once more before it is reported
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker when its parent dies (PR_SET_PDEATHSIG), so that a killed run
+    leaves no orphan worker (or its open transaction) behind; elsewhere workers see EOF instead."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):  # pragma: no cover - other systems
+        pass
+
+
 def _serve(conn, fn: Callable, initializer: Callable | None, initargs: tuple) -> None:
+    _die_with_parent()
     if initializer is not None:
         initializer(*initargs)
     while True:
