@@ -30,11 +30,8 @@ def links(image_id: int) -> dict:
             "matches": f"/api/images/{image_id}/matches", "page": f"/images/{image_id}"}
 
 
-def match_json(m: Match) -> dict:
-    return {**m.to_json(), "thumbnail": f"/api/images/{m.id}/thumbnail", "links": links(m.id)}
-
-
-def similar_json(m: similar.SimilarImage) -> dict:
+def match_json(m: Match | similar.SimilarImage) -> dict:
+    """A search match or a similar image as its CLI JSON, plus its thumbnail and links."""
     return {**m.to_json(), "thumbnail": f"/api/images/{m.id}/thumbnail", "links": links(m.id)}
 
 
@@ -124,7 +121,7 @@ class Service:
         with self.pool.connection() as conn:
             found = similar.nearest(conn, vector, limit)
         t1 = self._timed("similar_search", t0)
-        return {"query": name, "matches": [similar_json(m) for m in found],
+        return {"query": name, "matches": [match_json(m) for m in found],
                 "timings_ms": {"embedding": round(embedding_s * 1000, 1), "search": round((t1 - t0) * 1000, 1)}}
 
     def similar_stored(self, image_id: int, *, limit: int) -> dict:
@@ -134,7 +131,7 @@ class Service:
             found = similar.similar_to_stored(conn, check_id(image_id), limit)
         t1 = self._timed("similar_search", t0)
         return {"query": f"/api/images/{image_id}", "query_image": {"id": image_id, "links": links(image_id)},
-                "matches": [similar_json(m) for m in found],
+                "matches": [match_json(m) for m in found],
                 "timings_ms": {"embedding": 0.0, "search": round((t1 - t0) * 1000, 1)}}
 
     @staticmethod
