@@ -37,12 +37,6 @@ class _IntArray:
             raise OverflowError(f"{type(self).__name__}: a value does not fit {self.dtype}")
         self.values = values
 
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def tolist(self) -> list[int]:
-        return self.values.tolist()
-
     def to_binary(self) -> bytes:
         """PostgreSQL's binary array: ndim, has-nulls, element type, then per dimension (size,
         lower bound), then per element (byte length, big-endian value)."""
@@ -84,12 +78,10 @@ def _dumper(cls: type[_IntArray]) -> type[Dumper]:
     return _ArrayDumper
 
 
-def register(adapters=None) -> None:
-    """Teach psycopg (its global adapters, or ``adapters``) to bind the wrappers. Done on import:
-    connections made afterwards know them."""
-    target = psycopg.adapters if adapters is None else adapters
+def register() -> None:
+    """Teach psycopg's global adapters to bind the wrappers (done on import)."""
     for cls in (Int2Array, Int4Array, Int8Array):
-        target.register_dumper(cls, _dumper(cls))
+        psycopg.adapters.register_dumper(cls, _dumper(cls))
 
 
 register()

@@ -106,13 +106,13 @@ def _compatible(query_kind: str, stored_kind: str) -> bool:
 
 def word_params(sides: list[tuple[int, kpmod.Postings]]) -> dict[str, Int4Array | Int2Array]:
     """The query's visual words, each with its angle, level and side (0 plain, 1 mirrored)."""
-    def joined(column: str) -> np.ndarray:
-        parts = [np.asarray(getattr(p, column)) for _, p in sides]
+    def joined(parts: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
-    side = np.concatenate([np.full(len(p.word), s) for s, p in sides]) if sides else np.zeros(0, np.int64)
-    return {"words": Int4Array(joined("word")), "angles": Int2Array(joined("angle")),
-            "levels": Int2Array(joined("level")), "sides": Int2Array(side)}
+    return {"words": Int4Array(joined([p.word for _, p in sides])),
+            "angles": Int2Array(joined([p.angle for _, p in sides])),
+            "levels": Int2Array(joined([p.level for _, p in sides])),
+            "sides": Int2Array(joined([np.full(len(p.word), s) for s, p in sides]))}
 
 
 def lookup(conn: psycopg.Connection, q: QueryFingerprint, radius: int) -> dict[int, Candidate]:
