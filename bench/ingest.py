@@ -143,7 +143,11 @@ def grow(url: str, images: int, postings_images: int, chunk: int = 250_000) -> d
         conn.execute(SYNTHETIC_URIS, {"after": after})
         for statement in POSTING_INDEXES:
             conn.execute(statement)
+        # the word counts' triggers (migration 0008) off for the bulk insert, then counted once
+        conn.execute("alter table keypoint_words disable trigger keypoint_words_count_new")
         conn.execute(SYNTHETIC_POSTINGS, {"after": after, "n": postings_images})
+        conn.execute("alter table keypoint_words enable trigger keypoint_words_count_new")
+        conn.execute("select refresh_word_frequencies()")
         for statement in POSTING_INDEXES_BACK:
             conn.execute(statement)
         conn.execute("vacuum analyze")

@@ -7,8 +7,9 @@ the word step's per-word count is one remote round trip per query word and per s
 2000 words, bench/scale.py), and a shard that is down fails the whole statement. So here the
 same two named statements run directly on every shard, in parallel threads, and their rows are
 merged: the hits of each shard are its own images', so the union is the single server's answer;
-of the visual-word candidates the best ``WORD_CANDIDATES`` over all shards are kept, as one
-server keeps its best. The word weights are the single server's too: each shard's planner
+each shard returns its own visual-word postings, voted on separately (``engine.wordvotes``), and
+of those candidates the best ``WORD_CANDIDATES`` over all shards are kept, as one server keeps
+its best. The word weights are the single server's too: each shard's planner
 count of images is the whole collection's (``shards.sync_statistics``), and a shard's count of
 a word's postings is at most the collection's, so no word the single server keeps is dropped.
 
@@ -94,18 +95,11 @@ def _on_shard(url: str, text: str, params: dict, options: dict) -> list[dict]:
     return rows
 
 
-def _merge_lookup(parts: list[list[dict]]) -> list[dict]:
-    rows = [r for part in parts for r in part if r["source"] != "word"]
-    words = sorted((r for part in parts for r in part if r["source"] == "word"),
-                   key=lambda r: (-r["distance"], r["image_id"]))
-    return rows + words[:searchmod.WORD_CANDIDATES]
-
-
 def _merge_union(parts: list[list[dict]]) -> list[dict]:
     return [r for part in parts for r in part]
 
 
-_MERGERS = {"lookup": _merge_lookup, "candidate_details": _merge_union}
+_MERGERS = {"lookup": _merge_union, "candidate_details": _merge_union}
 
 
 class _Rows:

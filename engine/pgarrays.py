@@ -4,6 +4,9 @@ A query image's look-up sends ~10-25k multi-index probes and ~2,000 visual words
 psycopg adapts a list of Python ints element by element (~0.3 us each: ~15 ms a query); these
 wrappers write PostgreSQL's binary array format from the numpy array in one go. Use them with
 binary placeholders (``%(name)b``), e.g. ``{"v": Int4Array(values)}`` for ``%(v)b::int4[]``.
+
+``from_binary`` reads the same format back (``array_send(...)`` in SQL gives it as bytea): the
+look-up returns its ~40k visual-word postings so, as two arrays instead of 40k rows.
 """
 
 from __future__ import annotations
@@ -76,6 +79,29 @@ def _dumper(cls: type[_IntArray]) -> type[Dumper]:
 
     _ArrayDumper.__name__ = f"{cls.__name__}Dumper"
     return _ArrayDumper
+
+
+_ELEMENT_DTYPE = {21: np.dtype(">i2"), 23: np.dtype(">i4"), 20: np.dtype(">i8")}
+
+
+def from_binary(data: bytes | memoryview) -> np.ndarray:
+    """A one-dimensional int2/int4/int8 array without NULLs in PostgreSQL's binary format (what
+    ``array_send`` returns) as a numpy array of that width, native byte order."""
+    data = memoryview(data)
+    if len(data) < 12:
+        raise ValueError(f"not a binary PostgreSQL array ({len(data)} bytes)")
+    ndim, has_nulls, element = struct.unpack_from(">iii", data)
+    if element not in _ELEMENT_DTYPE:
+        raise ValueError(f"binary array of element type {element}: only int2, int4 and int8 are read")
+    dtype = _ELEMENT_DTYPE[element]
+    if ndim == 0:
+        return np.zeros(0, dtype.newbyteorder("="))
+    if ndim != 1 or has_nulls:
+        raise ValueError(f"binary array with {ndim} dimensions{' and NULLs' if has_nulls else ''}: only "
+                         "one-dimensional arrays without NULLs are read")
+    (n, _lower) = struct.unpack_from(">ii", data, 12)
+    items = np.frombuffer(data, dtype=[("length", ">i4"), ("value", dtype)], count=n, offset=20)
+    return items["value"].astype(dtype.newbyteorder("="))
 
 
 def register() -> None:

@@ -15,16 +15,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import psycopg
 
-from . import hamming
+from . import hamming, wordvotes
 from . import keypoints as kpmod
 from . import verify as verifymod
 from .explain import Explanation, Similarity, box_area, explain, from_boxes, mark_composites, score
 from .fingerprint import QueryFingerprint
 from .model import Box, Hash, Match
-from .pgarrays import Int2Array, Int4Array
 from .queries import query
 
 FULL_BOX: Box = (0.0, 0.0, 1.0, 1.0)
@@ -50,7 +48,7 @@ STOP_WORD_MIN = 20  # ... unless in fewer than this many
 # postings a query reads at most, rarest words first: bounds the word scoring's cost as the
 # collection grows (bench/search.py; docs/benchmarks.md)
 WORD_POSTINGS = 40_000
-WORD_DF_CAP = 400  # words found in this many postings are skipped without counting them all
+WORD_DF_CAP = 400  # words with this many postings or more are skipped (they carry little idf)
 MAX_VERIFY = 24  # at most this many candidates get feature verification per query
 # Guided verification (engine.keypoints.extract_part): a fit with at least this many distinct
 # inliers but fewer than verify.MIN_INLIERS, whose shared part covers less than GUIDE_MAX_AREA of
@@ -104,17 +102,6 @@ def _compatible(query_kind: str, stored_kind: str) -> bool:
     return True
 
 
-def word_params(sides: list[tuple[int, kpmod.Postings]]) -> dict[str, Int4Array | Int2Array]:
-    """The query's visual words, each with its angle, level and side (0 plain, 1 mirrored)."""
-    def joined(parts: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
-
-    return {"words": Int4Array(joined([p.word for _, p in sides])),
-            "angles": Int2Array(joined([p.angle for _, p in sides])),
-            "levels": Int2Array(joined([p.level for _, p in sides])),
-            "sides": Int2Array(joined([np.full(len(p.word), s) for s, p in sides]))}
-
-
 def lookup(conn: psycopg.Connection, q: QueryFingerprint, radius: int) -> dict[int, Candidate]:
     qhs = query_hashes(q)
     sides = [(side, kpmod.postings(kp, mirror=side == 1))
@@ -126,21 +113,24 @@ def lookup(conn: psycopg.Connection, q: QueryFingerprint, radius: int) -> dict[i
     global_probes = hamming.probes([h.hash.value for h in global_qhs], global_radii)
     # prepare=False: once psycopg prepares a statement run 5 times, PostgreSQL soon switches to a
     # generic plan, which for these array probes is 1.7x slower than planning each time (10 ms)
+    words = wordvotes.QueryWords.of(sides)
     rows = conn.execute(query("lookup"), {
-        **region_probes.params("r"), **global_probes.params("g"),
-        **word_params(sides),
-        "stop_share": STOP_WORD_SHARE, "stop_min": STOP_WORD_MIN, "min_word_score": MIN_WORD_SCORE,
+        **region_probes.params("r"), **global_probes.params("g"), **words.params(),
+        "stop_share": STOP_WORD_SHARE, "stop_min": STOP_WORD_MIN,
         "word_postings": WORD_POSTINGS, "df_cap": WORD_DF_CAP,
-        "word_candidates": WORD_CANDIDATES,
         "sha256": q.fp.sha256,
-    }, prepare=False).fetchall()
+    }, prepare=False, binary=True).fetchall()
     candidates: dict[int, Candidate] = {}
+    for best in wordvotes.scores((r for r in rows if r["source"] == "postings"), words, WORD_CANDIDATES,
+                                 MIN_WORD_SCORE):
+        cand = candidates.setdefault(best.image_id, Candidate(best.image_id))
+        cand.shared_words, cand.word_side = best.score, best.side
     for row in rows:
+        if row["source"] == "postings":
+            continue
         cand = candidates.setdefault(row["image_id"], Candidate(row["image_id"]))
         if row["source"] == "sha":
             cand.exact = True
-        elif row["source"] == "word":
-            cand.shared_words, cand.word_side = row["distance"], row["qno"]
         else:
             qh = qhs[row["qno"]]
             if _compatible(qh.kind, row["kind"]):

@@ -162,6 +162,7 @@ def rebuild(conn: psycopg.Connection) -> None:
             sql.Identifier(shard.server), _options(login)))
         conn.execute(sql.SQL("create schema {}").format(sql.Identifier(shard.schema)))
         _create_partitions(conn, shard, len(shards))
+    _word_frequencies_view(conn, shards)
     conn.execute(q("coordinator_local_tables"))
     conn.execute(q("coordinator_triggers"))
     # joins of two sharded tables by image id run on the shards (one remote join per shard)
@@ -169,6 +170,24 @@ def rebuild(conn: psycopg.Connection) -> None:
         conn.execute(sql.SQL("alter database {} set {} = on").format(sql.Identifier(conn.info.dbname),
                                                                      sql.Identifier(setting)))
         conn.execute(sql.SQL("set {} = on").format(sql.Identifier(setting)))
+
+
+def _word_frequencies_view(conn: psycopg.Connection, shards: list[Shard]) -> None:
+    """The coordinator's word_frequencies: the sum of every shard's (each shard keeps its own, by its
+    triggers on keypoint_words, migration 0008), so that the look-up run on the coordinator through
+    its foreign tables weighs words as one server would. The coordinator's own table, whose
+    triggers went with its keypoint_words, is replaced; a view of an earlier rebuild went with the
+    shard schemas it read."""
+    conn.execute("drop table if exists word_frequencies")
+    for shard in shards:
+        conn.execute(sql.SQL(
+            "create foreign table {}.word_frequencies (word integer not null, postings integer not null) "
+            "server {} options (schema_name 'public', table_name 'word_frequencies')").format(
+            sql.Identifier(shard.schema), sql.Identifier(shard.server)))
+    parts = sql.SQL(" union all ").join(
+        sql.SQL("select word, postings from {}.word_frequencies").format(sql.Identifier(s.schema)) for s in shards)
+    conn.execute(sql.SQL("create view word_frequencies as select word, sum(postings)::integer as postings "
+                         "from ({}) f group by word").format(parts))
 
 
 def _create_partitions(conn: psycopg.Connection, shard: Shard, count: int) -> None:

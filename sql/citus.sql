@@ -30,6 +30,16 @@ alter table linked_images drop constraint if exists linked_images_image_id_fkey;
 alter table images drop constraint if exists images_sha256_key;
 create index if not exists images_sha256 on images (sha256);
 
+-- name: step_03b_word_frequencies
+-- Citus runs no statement triggers with transition tables on a distributed table: the word
+-- frequencies' triggers (migration 0008) go, and word_frequencies becomes a reference table
+-- (a copy on every node), counted afresh with `select refresh_word_frequencies()` after each
+-- ingest (docs/scale.md). Until then new images' words weigh as if rarer than they are.
+drop trigger if exists keypoint_words_count_new on keypoint_words;
+drop trigger if exists keypoint_words_count_deleted on keypoint_words;
+drop trigger if exists keypoint_words_truncated on keypoint_words;
+select create_reference_table('word_frequencies');
+
 -- name: step_04_images
 select create_distributed_table('images', 'id');
 

@@ -108,25 +108,13 @@ with hits as (
     join images i on i.g2 = p.v
     where bit_count((i.gh # p.qh)::bit(64)) <= (%(grr)b::int4[])[p.j + 1] and i.g2 = any(%(gu2)b::int4[])
 ),
--- Visual words, scored by weak geometric consistency: each shared word votes, weighted by its
--- idf, for the (rotation, scale) change between the query's keypoint and the stored one, on
--- two grids offset by half a bin; a candidate's score is its best bin (x10, as an integer).
--- Document frequencies come from the postings read anyway; words in more than stop_share of
--- the images (at least stop_min) carry no information and are skipped.
-q as (
-    select * from unnest(%(words)s::int4[], %(angles)s::int2[], %(levels)s::int2[], %(sides)s::int2[])
-        as q(word, angle, level, side)
-),
--- document frequencies, counted on the word index alone (index-only), each up to df_cap: a word
--- that reaches it is too common to be kept (below), and counting no further bounds this step's
--- cost at (query words x df_cap) entries however large the collection grows
+-- Visual words: the postings of the query's words, for weak geometric consistency voting in
+-- engine/wordvotes.py (each shared word votes, weighted by its idf, for the rotation and scale
+-- change between the query's keypoint and the stored one). Grouping ~80k votes here cost ~220 ms
+-- at 100k images (sorts planned for 20 rows); numpy does it in a few ms from two arrays.
+-- Document frequencies come from word_frequencies (migration 0008), one probe per query word.
 df as (
-    select w.word, c.df
-    from (select distinct unnest(%(words)s::int4[]) as word) w
-    cross join lateral (
-        select count(*) as df from (select 1 from keypoint_words k where k.word = w.word limit %(df_cap)s) x
-    ) c
-    where c.df > 0
+    select f.word, f.postings as df from word_frequencies f where f.word = any(%(words)s::int4[])
 ),
 -- the number of images: the planner's estimate (a count before the first ANALYZE)
 n as (
@@ -136,7 +124,8 @@ n as (
 ),
 -- the query's rarest words first, as long as their postings fit the budget: postings read and
 -- votes cast stay bounded as the collection grows (common words carry little idf anyway);
--- words in more than stop_share of the images (at least stop_min) are skipped outright
+-- words in more than stop_share of the images (at least stop_min), or in df_cap postings or
+-- more, are skipped outright
 kept as (
     select word, df from (
         select df.word, df.df, sum(df.df) over (order by df.df, df.word) as running
@@ -145,43 +134,29 @@ kept as (
     ) ranked
     where running <= %(word_postings)s
 ),
-p as (
-    select k.word, k.image_id, k.angle, k.level from keypoint_words k
+-- every posting of the kept words: its word, and (image_id, angle, level) packed in one bigint,
+-- image_id << 24 | angle << 16 | (level + 32768) (engine/wordvotes.py unpacks it)
+postings as (
+    select array_send(coalesce(array_agg(k.word), '{}')) as words,
+           array_send(coalesce(array_agg((k.image_id << 24) | (k.angle::int8 << 16) | (k.level::int8 + 32768)),
+                               '{}')) as keys
+    from keypoint_words k
     where k.word = any(array(select word from kept))
-),
-w as (
-    select q.*, ln(greatest(n.images, kept.df + 1) / (kept.df + 1)::real) + 0.1 as idf
-    from q join kept using (word) cross join n
-),
--- A bin is (image, side, grid shift, turn 0-7, zoom 0-39), packed into one bigint,
--- ((image_id * 2 + side) * 2 + shift) * 320 + turn * 40 + zoom: sorting and grouping ~80k votes
--- at 100k images on one integer key instead of five columns takes ~10% off the look-up.
-votes as (
-    select ((p.image_id::int8 * 2 + w.side) * 2 + s.shift) * 320
-           + (((p.angle - w.angle + 16 * s.shift) & 255) >> 5) * 40
-           + least(greatest((p.level - w.level + 64 + 2 * s.shift) >> 2, 0), 39) as bin,
-           w.word, max(w.idf) as idf
-    from w join p using (word) cross join (values (0), (1)) as s(shift)
-    group by 1, 2
-),
-bins as (
-    select bin, sum(idf) as score from votes group by bin
-),
--- a candidate's best bin, and the side (0 = the query's keypoints, 1 = its mirror's) it came from
-word_scores as (
-    select distinct on (bin / 1280) bin / 1280 as image_id, (bin / 640 %% 2)::int as side, score * 10 as score
-    from bins
-    where score >= %(min_word_score)s
-    order by bin / 1280, score desc
 )
-select 'hash' as source, h.j as qno, h.image_id, h.region_no, r.kind, r.x0, r.y0, r.x1, r.y1, h.d as distance
+select 'hash' as source, h.j as qno, h.image_id, h.region_no, r.kind, r.x0, r.y0, r.x1, r.y1, h.d as distance,
+       null::real as images, null::bytea as kept_words, null::bytea as kept_df,
+       null::bytea as posting_words, null::bytea as posting_keys
 from hits h join regions r on r.image_id = h.image_id and r.region_no = h.region_no
 union all
-select 'word', side, image_id, null, null, null, null, null, null, score::int
-from (select * from word_scores order by score desc limit %(word_candidates)s) best
+select 'sha', null, i.id, null, null, null, null, null, null, 0, null, null, null, null, null
+from images i where i.sha256 = %(sha256)s
 union all
-select 'sha', null, i.id, null, null, null, null, null, null, 0
-from images i where i.sha256 = %(sha256)s;
+select 'postings', null, null, null, null, null, null, null, null, null,
+       (select images from n),
+       (select array_send(coalesce(array_agg(word order by word), '{}')) from kept),
+       (select array_send(coalesce(array_agg(df::int4 order by word), '{}')) from kept),
+       postings.words, postings.keys
+from postings;
 
 -- name: candidate_details
 select i.id, i.width, i.height, i.format, i.file_size, i.sha256, i.pdq::text as pdq, k.data as keypoints,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.pgarrays import Int2Array, Int4Array, Int8Array
+from engine.pgarrays import Int2Array, Int4Array, Int8Array, from_binary
 
 CASES = [
     (Int2Array, "int2", [0, 1, -1, 32767, -32768, 255]),
@@ -51,3 +51,22 @@ def test_values_that_do_not_fit_are_refused():
         Int4Array([1.5])
     with pytest.raises(ValueError):
         Int4Array(np.zeros((2, 2), np.int64))
+
+
+@pytest.mark.parametrize(("wrapper", "sql_type", "values"), CASES)
+def test_from_binary_reads_what_array_send_writes(conn, wrapper, sql_type, values):
+    row = conn.execute(f"select array_send(%(a)b::{sql_type}[]) as full, array_send('{{}}'::{sql_type}[]) as empty",
+                       {"a": wrapper(np.array(values, np.int64))}).fetchone()
+    got = from_binary(row["full"])
+    assert got.tolist() == values and got.dtype == wrapper.dtype
+    assert from_binary(row["empty"]).tolist() == [] and from_binary(row["empty"]).dtype == wrapper.dtype
+
+
+def test_from_binary_refuses_what_it_cannot_read(conn):
+    for text, message in (("select array_send('{1.5}'::float8[]) as b", "element type"),
+                          ("select array_send('{{1,2},{3,4}}'::int4[]) as b", "2 dimensions"),
+                          ("select array_send('{1,null}'::int4[]) as b", "NULLs")):
+        with pytest.raises(ValueError, match=message):
+            from_binary(conn.execute(text).fetchone()["b"])
+    with pytest.raises(ValueError, match="not a binary"):
+        from_binary(b"\0\0")

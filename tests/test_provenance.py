@@ -236,6 +236,7 @@ def test_deleting_an_image_removes_its_edges(conn, ids, files, tmp_path):
     delete(conn, extra)
     assert extra not in children(lineage(conn, ids["cat"]))
     assert conn.execute(query("edges_among"), {"ids": [extra, ids["cat"]]}).fetchall() == []
+    conn.commit()  # the delete's word counts stay locked until then: the next test's ingest would wait
 
 
 def test_ingest_links_unless_told_not_to(database_url, files, tmp_path):
