@@ -16,6 +16,8 @@
 | IMGSEARCH_DB_POOL_SIZE       | 8                                                    | connections per server process |
 | IMGSEARCH_TINEYE_REMAINING   | (unset: no quota)                                    | /rest/remaining_searches/ count|
 | IMGSEARCH_SEMANTIC           | 1 (on when the 'semantic' extra is installed)        | 0: store no embeddings         |
+| IMGSEARCH_SEARCH_THREADS     | the number of cores, at most 4                       | threads verifying a query's    |
+|                              |                                                      | candidates (1: in the caller)  |
 
 URL fetches (engine.fetch) are also bounded by IMGSEARCH_MAX_BYTES, and follow at most
 ``Settings.max_redirects`` (5, not configurable) redirects. IMGSEARCH_ALLOW_PRIVATE_URLS accepts
@@ -105,6 +107,8 @@ class Settings:
     tineye_remaining: int | None = None  # None: no quota
     # similar images (engine.embedding): new images get an embedding when the extra is installed, unless off
     semantic: bool = True
+    # engine.search: threads that verify a query's candidates (shared by the searches of a process)
+    search_threads: int = 1
 
     @property
     def embedded(self) -> bool:
@@ -128,4 +132,5 @@ def load_settings() -> Settings:
         db_pool_size=_int("IMGSEARCH_DB_POOL_SIZE", 8),
         tineye_remaining=_int("IMGSEARCH_TINEYE_REMAINING", 0) or None,
         semantic=_bool("IMGSEARCH_SEMANTIC", True),
+        search_threads=max(1, _int("IMGSEARCH_SEARCH_THREADS", min(4, os.cpu_count() or 1))),
     )

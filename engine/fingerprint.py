@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import hashes, keypoints, pdq
+from . import hashes, keypoints, pdq, threads
 from .config import Settings
 from .loading import LoadedImage, load_image, thumbnail_jpeg
 from .model import Fingerprint, Hash, Keypoints
@@ -96,15 +96,23 @@ class QueryFingerprint:
 def query_fingerprint(source: Path | str | bytes, *, name: str | None = None,
                       settings: Settings | None = None) -> QueryFingerprint:
     loaded = load_image(source, name=name, settings=settings, target_size=WORKING_SIDE)
-    fp, glob, pdq_variants = _fingerprint_loaded(loaded, with_keypoints=False, query=True)
-    t = time.perf_counter()
     # a query is described once, so it can afford more keypoints than a stored image
     query_side = {"max_features": keypoints.QUERY_FEATURES, "working_side": keypoints.QUERY_WORKING_SIDE,
                   "grid": keypoints.QUERY_GRID}
-    working = keypoints.working_image(loaded.image, keypoints.QUERY_WORKING_SIDE)
-    kp, mirrored = keypoints.extract_with_mirror(loaded.image, **query_side, grey=working)
+
+    def describe() -> tuple[np.ndarray, Keypoints, Keypoints, float]:
+        t = time.perf_counter()
+        working = keypoints.working_image(loaded.image, keypoints.QUERY_WORKING_SIDE)
+        kp, mirrored = keypoints.extract_with_mirror(loaded.image, **query_side, grey=working)
+        return working, kp, mirrored, time.perf_counter() - t
+
+    # the keypoints in another thread while this one hashes and finds regions (faces: the two
+    # largest costs of a query's fingerprint, both in OpenCV, which releases the GIL)
+    described = threads.start(describe)
+    fp, glob, pdq_variants = _fingerprint_loaded(loaded, with_keypoints=False, query=True)
+    working, kp, mirrored, keypoints_s = described.result()
     fp = replace(fp, keypoints=kp)
-    fp.timings["keypoints"] = time.perf_counter() - t
+    fp.timings["keypoints"] = keypoints_s
     phash_variants = dict(zip(hashes.DIHEDRAL_NAMES, glob.dihedral, strict=True))
     return QueryFingerprint(fp, phash_variants, pdq_variants, mirrored, working)
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from . import hamming, wordvotes
+from . import hamming, threads, wordvotes
 from . import keypoints as kpmod
 from . import verify as verifymod
 from .explain import Explanation, Similarity, box_area, explain, from_boxes, mark_composites, score
 from .fingerprint import QueryFingerprint
-from .model import Box, Hash, Match
+from .model import Box, Hash, Keypoints, Match
 from .queries import query
 
 FULL_BOX: Box = (0.0, 0.0, 1.0, 1.0)
@@ -194,18 +194,11 @@ def _guided(q: QueryFingerprint, near: verifymod.Verification, mirrored: bool,
     return (v, part) if v is not None and v.accepted else None
 
 
-def judge(q: QueryFingerprint, cand: Candidate, details: dict, guided: list[int] | None = None,
-          both_sides: bool = False) -> Verdict | None:
-    """Accept a candidate only on evidence of one geometric relation; None rejects it.
-
-    ``guided``: a one-item counter of the guided verifications left for this query (none if None);
-    ``both_sides``: verify a word-only candidate on the plain and the mirrored keypoints."""
-    qsize = (q.fp.width, q.fp.height)
-    ssize = (details["width"], details["height"])
+def _copy_verdict(q: QueryFingerprint, cand: Candidate, details: dict) -> Verdict | None:
+    """0. the same bytes; 1. global <-> global: the whole query is a (transformed) copy of the
+    whole stored image, by a close pHash or one that PDQ confirms."""
     if cand.exact:
         return Verdict(_global_explanation("identity", True), 100, 0, ("sha256",))
-
-    # 1. global <-> global: the whole query is a (transformed) copy of the whole stored image
     globals_ = [h for h in cand.hash_hits if h[0].kind == "global" and h[1] == "global"]
     if globals_:
         qh, _, _, bits = min(globals_, key=lambda h: h[3])
@@ -213,13 +206,44 @@ def judge(q: QueryFingerprint, cand: Candidate, details: dict, guided: list[int]
         if bits <= GLOBAL_TRUSTED_BITS or pdq_bits <= PDQ_CONFIRM_BITS:
             return Verdict(_global_explanation(qh.variant, False), score(distance_bits=bits), bits,
                            ("global", "pdq") if bits > GLOBAL_TRUSTED_BITS else ("global",))
+    return None
+
+
+FeatureChecks = tuple[Keypoints, list[tuple[Keypoints, verifymod.Verification | None]]]
+
+
+def feature_checks(q: QueryFingerprint, cand: Candidate, details: dict,
+                   both_sides: bool = False) -> FeatureChecks | None:
+    """The stored keypoints, and the RANSAC fit of each side of the query to verify against them
+    (None where nothing fits); None without keypoints on either side. The costly part of judging
+    (~6 ms a side): search() runs it for all candidates at once, in threads."""
+    if not details.get("keypoints") or q.fp.keypoints is None:
+        return None
+    stored_kp = kpmod.from_bytes(details["keypoints"])
+    return stored_kp, [(kp, verifymod.verify(kp, stored_kp, min_inliers=GUIDE_MIN_DISTINCT))
+                       for kp in _sides_to_verify(q, cand, both_sides)]
+
+
+def judge(q: QueryFingerprint, cand: Candidate, details: dict, guided: list[int] | None = None,
+          both_sides: bool = False, checks: FeatureChecks | None = None) -> Verdict | None:
+    """Accept a candidate only on evidence of one geometric relation; None rejects it.
+
+    ``guided``: a one-item counter of the guided verifications left for this query (none if None);
+    ``both_sides``: verify a word-only candidate on the plain and the mirrored keypoints;
+    ``checks``: ``feature_checks`` done already (they are done here otherwise)."""
+    qsize = (q.fp.width, q.fp.height)
+    ssize = (details["width"], details["height"])
+    copy = _copy_verdict(q, cand, details)
+    if copy is not None:
+        return copy
 
     # 2. local features: RANSAC on the keypoints of both images
-    stored_kp = kpmod.from_bytes(details["keypoints"]) if details.get("keypoints") else None
-    if stored_kp is not None and q.fp.keypoints is not None:
+    if checks is None:
+        checks = feature_checks(q, cand, details, both_sides)
+    if checks is not None:
+        stored_kp, fits = checks
         best, near = None, None
-        for kp in _sides_to_verify(q, cand, both_sides):
-            v = verifymod.verify(kp, stored_kp, min_inliers=GUIDE_MIN_DISTINCT)
+        for kp, v in fits:
             if v is None:
                 continue
             if v.accepted and (best is None or v.distinct > best[0].distinct):
@@ -284,11 +308,17 @@ def search(conn: psycopg.Connection, q: QueryFingerprint, *, limit: int = 10, mi
     # than one side of WORD_CANDIDATES would.
     word_only = sum(1 for c in ranked if c.word_side is not None and not c.hash_hits)
     both_sides = 2 * word_only <= WORD_CANDIDATES
+    ranked = [c for c in ranked if c.image_id in details]
+    # the feature checks of every candidate that is no copy, at once, in threads (OpenCV's matcher
+    # and numpy's large array operations release the GIL); then judged in rank order as before
+    costly = [c for c in ranked if _copy_verdict(q, c, details[c.image_id]) is None]
+    checks = dict(zip((c.image_id for c in costly),
+                      threads.map_in_threads(lambda c: feature_checks(q, c, details[c.image_id], both_sides), costly),
+                      strict=True))
     for cand in ranked:
-        if cand.image_id in details:
-            verdict = judge(q, cand, details[cand.image_id], guided, both_sides)
-            if verdict is not None:
-                judged.append((cand, verdict))
+        verdict = judge(q, cand, details[cand.image_id], guided, both_sides, checks.get(cand.image_id))
+        if verdict is not None:
+            judged.append((cand, verdict))
     lap("verify")
     explanations = mark_composites([v.explanation for _, v in judged])
     matches = []

@@ -92,6 +92,21 @@ def test_crops_are_found_where_they_were_cut(conn, stored, box):
     assert matches[0].query_box == pytest.approx((0, 0, 1, 1), abs=0.04)
 
 
+def test_threads_change_nothing_but_the_time(conn, stored, monkeypatch):
+    """A query fingerprinted and verified in threads (engine/threads.py) or in one gives the same
+    fingerprint and the same matches, scores and boxes."""
+    im = rgb("photos/palapeli__cincinnati-bridge.jpg")
+    w, h = im.size
+    data = jpeg(im.crop((w // 10, h // 5, w * 7 // 10, h * 9 // 10)))
+    answers = []
+    for count in ("1", "2"):
+        monkeypatch.setenv("IMGSEARCH_SEARCH_THREADS", count)
+        q = query_fingerprint(data, name="query")
+        answers.append((q.fp.regions, q.fp.keypoints.descriptors.tobytes(), q.mirrored_keypoints.descriptors.tobytes(),
+                        [m.to_json() for m in search(conn, q)]))
+    assert answers[0] == answers[1] and answers[0][3]
+
+
 def test_a_composite_finds_each_part_and_where_it_lies(conn, stored):
     parts = ["photos/gcompris__tajMahal.jpg", "photos/skimage__chelsea.jpg"]
     canvas = Image.new("RGB", (1200, 600), (250, 250, 250))
