@@ -12,23 +12,24 @@ flips, and the keypoints of the mirrored image.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from . import hashes, keypoints, pdq, threads
+from . import hashes, keypoints, pdq
 from .config import Settings
 from .loading import LoadedImage, load_image, thumbnail_jpeg
 from .model import Fingerprint, Hash, Keypoints
-from .regions import find_regions
+from .regions import find_regions, start_faces
 
 # Hashes need little: decode JPEGs at a reduced size (draft mode) whose longer side is at least this.
 WORKING_SIDE = 1024
 
 
-def _fingerprint_loaded(loaded: LoadedImage, with_keypoints: bool = True,
-                        query: bool = False) -> tuple[Fingerprint, hashes.GlobalHashes, dict | None]:
+def _fingerprint_loaded(loaded: LoadedImage, with_keypoints: bool = True, query: bool = False,
+                        faces: Future | None = None) -> tuple[Fingerprint, hashes.GlobalHashes, dict | None]:
     timings: dict[str, float] = {}
     t = time.perf_counter()
 
@@ -47,7 +48,7 @@ def _fingerprint_loaded(loaded: LoadedImage, with_keypoints: bool = True,
     else:
         pdq_variants, (pdq_hash, pdq_quality) = None, pdq.pdq_hash(image)
     lap("pdq")
-    regions = tuple(find_regions(image, loaded.alpha_mask))
+    regions = tuple(find_regions(image, loaded.alpha_mask, faces=faces))
     lap("regions")
     kp = keypoints.extract(image) if with_keypoints else None
     lap("keypoints")
@@ -96,21 +97,17 @@ class QueryFingerprint:
 def query_fingerprint(source: Path | str | bytes, *, name: str | None = None,
                       settings: Settings | None = None) -> QueryFingerprint:
     loaded = load_image(source, name=name, settings=settings, target_size=WORKING_SIDE)
+    # faces (Haar: the largest cost) in a pool thread (engine.threads), the rest here meanwhile:
+    # OpenCV releases the GIL
+    faces = start_faces(loaded.image)
+    t = time.perf_counter()
     # a query is described once, so it can afford more keypoints than a stored image
     query_side = {"max_features": keypoints.QUERY_FEATURES, "working_side": keypoints.QUERY_WORKING_SIDE,
                   "grid": keypoints.QUERY_GRID}
-
-    def describe() -> tuple[np.ndarray, Keypoints, Keypoints, float]:
-        t = time.perf_counter()
-        working = keypoints.working_image(loaded.image, keypoints.QUERY_WORKING_SIDE)
-        kp, mirrored = keypoints.extract_with_mirror(loaded.image, **query_side, grey=working)
-        return working, kp, mirrored, time.perf_counter() - t
-
-    # the keypoints in another thread while this one hashes and finds regions (faces: the two
-    # largest costs of a query's fingerprint, both in OpenCV, which releases the GIL)
-    described = threads.start(describe)
-    fp, glob, pdq_variants = _fingerprint_loaded(loaded, with_keypoints=False, query=True)
-    working, kp, mirrored, keypoints_s = described.result()
+    working = keypoints.working_image(loaded.image, keypoints.QUERY_WORKING_SIDE)
+    kp, mirrored = keypoints.extract_with_mirror(loaded.image, **query_side, grey=working)
+    keypoints_s = time.perf_counter() - t
+    fp, glob, pdq_variants = _fingerprint_loaded(loaded, with_keypoints=False, query=True, faces=faces)
     fp = replace(fp, keypoints=kp)
     fp.timings["keypoints"] = keypoints_s
     phash_variants = dict(zip(hashes.DIHEDRAL_NAMES, glob.dihedral, strict=True))

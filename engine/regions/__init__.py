@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 
 import numpy as np
 from PIL import Image
 
-from .. import hashes
+from .. import hashes, threads
 from ..model import Box, Hash, Region
 from . import pictures as _pictures
 from .faces import face_boxes
 from .pictures import cover_bars, find_pictures, picture_boxes
 from .shapes import shape_hash, shape_regions
 
-__all__ = ["find_regions", "face_boxes", "picture_boxes", "shape_hash", "texture", "texture_image", "MIN_TEXTURE"]
+__all__ = ["find_regions", "start_faces", "face_boxes", "picture_boxes", "shape_hash", "texture", "texture_image",
+           "MIN_TEXTURE"]
 
 MIN_TEXTURE = 8.0  # grey levels (standard deviation) in the TEXTURE_SIDE copy
 TEXTURE_SIDE = 256
@@ -40,25 +42,32 @@ FULL: Box = (0.0, 0.0, 1.0, 1.0)
 
 def find_regions(image: Image.Image, alpha_mask: Image.Image | None = None,
                  phash: Callable[[Image.Image], Hash] = hashes.phash, *,
-                 min_texture: float | None = None, timings: dict[str, float] | None = None) -> list[Region]:
+                 min_texture: float | None = None, timings: dict[str, float] | None = None,
+                 faces: Future | None = None) -> list[Region]:
     """All regions of ``image`` (RGB; ``alpha_mask`` 'L' if it had transparency), faces first.
 
     Regions whose :func:`texture` is below ``min_texture`` (default MIN_TEXTURE) are left out.
     ``timings``, if given, receives seconds per stage ('faces', 'pictures', 'shapes', 'hashing').
+    ``faces``: the face boxes being found elsewhere (:func:`start_faces`: a query finds them in a
+    thread while it does the rest); found here otherwise.
     """
     min_texture = MIN_TEXTURE if min_texture is None else min_texture
     clock = _Clock(timings)
     grey = hashes.grey(image)  # one grey copy for faces, textures and hashing
-    faces = face_boxes(image, grey)
-    clock.lap("faces")
+    if faces is None:
+        face_list = face_boxes(image, grey)
+        clock.lap("faces")
     pictures, uncovered = find_pictures(image)
     clock.lap("pictures")
     shapes = shape_regions(image, alpha_mask, phash)
     clock.lap("shapes")
+    if faces is not None:
+        face_list = faces.result()
+        clock.lap("faces")  # what was left to wait for
 
     small = texture_image(image, grey)
     regions: list[Region] = []
-    for kind, boxes in (("face", faces), ("picture", pictures)):
+    for kind, boxes in (("face", face_list), ("picture", pictures)):
         for box in boxes:
             if texture(small, box) >= min_texture:
                 regions.append(Region(kind, box, phash(grey.crop(hashes.box_pixels(box, grey.size)))))
@@ -68,6 +77,12 @@ def find_regions(image: Image.Image, alpha_mask: Image.Image | None = None,
     regions.extend(shapes)
     clock.lap("hashing")
     return regions
+
+
+def start_faces(image: Image.Image) -> Future:
+    """The face boxes of ``image``, found in a pool thread (engine.threads) for :func:`find_regions`:
+    the Haar detector is a query's largest cost, and releases the GIL."""
+    return threads.start(lambda: face_boxes(image, hashes.grey(image)))
 
 
 def texture(small_grey: np.ndarray, box: Box, inset: float | None = None) -> float:
