@@ -34,3 +34,16 @@ def test_errors_reach_the_caller(monkeypatch, count):
         threads.map_in_threads(fail, [0, 1])
     with pytest.raises(ValueError, match="bad 7"):
         threads.start(lambda: fail(7)).result()
+
+
+def test_the_pool_is_left_to_whoever_uses_it(monkeypatch):
+    """While one caller's work is in the pool, another's runs in its own thread (a loaded server)."""
+    monkeypatch.setenv("IMGSEARCH_SEARCH_THREADS", "2")
+    release = threading.Event()
+    held = threads.start(release.wait)
+    me = threading.current_thread().name
+    assert threads.map_in_threads(lambda _: threading.current_thread().name, range(3)) == [me] * 3
+    release.set()
+    held.result()
+    assert all(n.startswith("imgsearch-query") for n in threads.map_in_threads(
+        lambda _: threading.current_thread().name, range(4)))
