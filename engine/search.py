@@ -111,9 +111,10 @@ def lookup(conn: psycopg.Connection, q: QueryFingerprint, radius: int) -> dict[i
     global_qhs = [h for h in qhs if h.kind == "global"]
     global_radii = [radius if h.variant == "identity" else min(radius, TURNED_RADIUS) for h in global_qhs]
     global_probes = hamming.probes([h.hash.value for h in global_qhs], global_radii)
-    # prepare=False: once psycopg prepares a statement run 5 times, PostgreSQL soon switches to a
-    # generic plan, which for these array probes is 1.7x slower than planning each time (10 ms)
     words = wordvotes.QueryWords.of(sides)
+    # prepare=False: once psycopg prepares a statement run 5 times, PostgreSQL soon switches to a
+    # generic plan, which for these array probes is 1.7x slower than planning each time (10 ms);
+    # binary=True: the visual-word postings come back as array_send bytes (engine.wordvotes)
     rows = conn.execute(query("lookup"), {
         **region_probes.params("r"), **global_probes.params("g"), **words.params(),
         "stop_share": STOP_WORD_SHARE, "stop_min": STOP_WORD_MIN,
