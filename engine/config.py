@@ -16,8 +16,8 @@
 | IMGSEARCH_DB_POOL_SIZE       | 8                                                    | connections per server process |
 | IMGSEARCH_TINEYE_REMAINING   | (unset: no quota)                                    | /rest/remaining_searches/ count|
 | IMGSEARCH_SEMANTIC           | 1 (on when the 'semantic' extra is installed)        | 0: store no embeddings         |
-| IMGSEARCH_SEARCH_THREADS     | the number of cores, at most 4                       | threads verifying a query's    |
-|                              |                                                      | candidates (1: in the caller)  |
+| IMGSEARCH_SEARCH_THREADS     | the number of cores, at most 4                       | threads for a query's faces and|
+|                              |                                                      | verification (1: the caller's) |
 
 URL fetches (engine.fetch) are also bounded by IMGSEARCH_MAX_BYTES, and follow at most
 ``Settings.max_redirects`` (5, not configurable) redirects. IMGSEARCH_ALLOW_PRIVATE_URLS accepts
@@ -107,7 +107,7 @@ class Settings:
     tineye_remaining: int | None = None  # None: no quota
     # similar images (engine.embedding): new images get an embedding when the extra is installed, unless off
     semantic: bool = True
-    # engine.search: threads that verify a query's candidates (shared by the searches of a process)
+    # engine.threads: threads for a query's faces and verification (shared by the searches of a process)
     search_threads: int = 1
 
     @property

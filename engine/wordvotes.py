@@ -116,12 +116,12 @@ def vote(query: QueryWords, kept_words: np.ndarray, kept_df: np.ndarray, images:
     if not len(bins):
         return []
     images_of = bins // BINS_PER_IMAGE
-    first = np.flatnonzero(np.r_[True, images_of[1:] != images_of[:-1]])
+    first = np.flatnonzero(np.r_[True, images_of[1:] != images_of[:-1]])  # each image's bins: first[i]:end[i]
+    end = np.r_[first[1:], len(bins)]
     best = np.maximum.reduceat(score, first)
     out = []
     for i in np.lexsort((images_of[first], -best))[:limit]:
-        lo_, hi_ = first[i], first[i + 1] if i + 1 < len(first) else len(bins)
-        top_bin = bins[lo_ + int(np.argmax(score[lo_:hi_]))]
+        top_bin = bins[first[i] + int(np.argmax(score[first[i]:end[i]]))]
         out.append(WordScore(int(images_of[first[i]]), int(top_bin // BINS_PER_SIDE % SIDES),
                              int(np.rint(best[i] * 10))))
     return out
@@ -132,8 +132,6 @@ def scores(rows: Iterable[dict], query: QueryWords, limit: int, min_score: float
     shard's words weigh with its own frequencies, as its own SQL did)."""
     out: list[WordScore] = []
     for row in rows:
-        if row["posting_words"] is None:
-            continue
         out += vote(query, from_binary(row["kept_words"]), from_binary(row["kept_df"]), row["images"],
                     from_binary(row["posting_words"]), from_binary(row["posting_keys"]), min_score, limit)
     out.sort(key=lambda s: (-s.score, s.image_id))
