@@ -94,7 +94,8 @@ def inverted(stored: list[K.Keypoints], vocab: K.Vocabulary) -> dict[str, np.nda
 
 
 def wgc_scores(post: dict, queries: list[K.Postings], weight: np.ndarray, count: int) -> np.ndarray:
-    """Weak geometric consistency, as the SQL in the report computes it: per image, the best weighted vote
+    """Weak geometric consistency, with the bins of engine/wordvotes.py (which votes on the look-up's postings
+    for the top candidates; this scores every image of an in-memory index): per image, the best weighted vote
     of distinct shared words over (rotation, scale change) bins of 45 degrees x 2 pyramid levels, on two
     grids shifted by half a bin; each word votes once per bin, so bursts of one pattern count once."""
     best = np.zeros(count, np.float32)
