@@ -4,13 +4,18 @@ A face crop of a stored photo shares no global hash with it, but if both sides c
 square around the same face, the two squares hash alike. That needs the face box to land on the
 same content on both sides (a pHash only matches when the regions overlap with IoU >= ~0.9), so:
 
-1. find faces with OpenCV's Haar frontal-face cascade on a small grey copy (the shorter side
-   scaled to ``DETECT_SHORT_SIDE``, coarse ``scaleFactor``): cheap (45 ms mean for a 1024 px
-   photo on one core), and good enough to find them;
-2. re-detect each face in a window around it, rescaled so the face is ``REFINE_FACE_PX`` wide,
-   with a fine ``scaleFactor`` and a narrow size range. The face is then seen at the same scale
-   whatever the size of the image it came from, which makes its box consistent between a photo
-   and a crop of it (median IoU 0.93 -> 0.97). A face that is not found again is dropped;
+1. propose candidates with OpenCV's Haar frontal-face cascade on a small grey copy (the shorter
+   side scaled to ``DETECT_SHORT_SIDE``, coarse ``scaleFactor``), keeping every raw hit of the
+   cascade (no neighbour vote) and clustering overlapping hits into one candidate each, most hits
+   first. The cascade's cost grows with the windows it scans: on a 288 px copy with faces down
+   to 1/12 of the shorter side it is ~25 ms for a pool photo on one core, the refinement ~4. A
+   neighbour vote on so small a copy loses faces that a few raw hits still propose;
+2. re-detect each candidate in a window around it, rescaled so the face is ``REFINE_FACE_PX``
+   wide, with a fine ``scaleFactor`` and a narrow size range, ``REFINE_PASSES`` times, each pass
+   centred on the last. The face is then seen at the same scale whatever the size of the image it
+   came from, and the second pass no longer depends on where the candidate was (a coarse
+   candidate on a small copy is off by a few pixels): that makes its box consistent between a
+   photo and a crop of it. A face that is not found again is dropped;
 3. cut squares of ``SCALES`` times the face box around its centre, clipped to the image.
 
 Small squares (1.2x, 1.5x) fit inside most crops of a face, so the query hashes its own squares
@@ -28,16 +33,20 @@ from PIL import Image
 from ..model import Box
 
 CASCADE = "haarcascade_frontalface_default.xml"
-DETECT_SHORT_SIDE = 560  # the grey copy's shorter side (longer side at most twice that)
-MIN_FACE_FRACTION = 1 / 12  # faces smaller than this share of the shorter side are ignored
-COARSE_SCALE_FACTOR = 1.3
-COARSE_MIN_NEIGHBORS = 2  # a loose coarse pass: the refinement rejects what is not a face
+DETECT_SHORT_SIDE = 288  # the coarse copy's shorter side (longer side at most twice that)
+MIN_FACE_PX = 24  # the cascade's window: faces below 1/12 of the shorter side are not proposed
+COARSE_SCALE_FACTOR = 1.2
+CLUSTER_IOU = 0.3  # raw coarse hits overlapping this much are one candidate
 REFINE_FACE_PX = 64  # the face's width when it is detected again
 REFINE_WINDOW = 1.5  # the window around the face, in face widths
 REFINE_SCALE_FACTOR = 1.05
 REFINE_MIN_NEIGHBORS = 5
+REFINE_PASSES = 2
+CHECK_SCALE_FACTOR = 1.1  # the first pass, which also rejects candidates that are not faces
+CHECK_MIN_NEIGHBORS = 5
 MAX_CANDIDATES = 12  # coarse detections that are refined
 MAX_FACES = 8  # faces kept, largest first
+SAME_FACE_SIZE = 1.5  # two boxes of one face differ in width by less than this factor
 SCALES = (1.2, 1.5)  # square sides in face-box widths
 
 FaceRect = tuple[float, float, float, float]  # x, y, width, height in pixels of the image
@@ -63,7 +72,7 @@ def detect_faces(image: Image.Image, grey: Image.Image | None = None) -> list[Fa
     'L' copy, if already made)."""
     grey = np.asarray(image.convert("L") if grey is None else grey)
     coarse = _coarse(grey)[:MAX_CANDIDATES]
-    refined = [face for face in (_refine(grey, face) for face in coarse) if face is not None]
+    refined = [face for face in (_refine_passes(grey, face) for face in coarse) if face is not None]
     refined.sort(key=lambda f: -f[2])
     kept: list[FaceRect] = []
     for face in refined:  # two coarse boxes can refine to the same face
@@ -98,21 +107,50 @@ def face_boxes(image: Image.Image, grey: Image.Image | None = None) -> list[Box]
 
 
 def _coarse(grey: np.ndarray) -> list[FaceRect]:
+    """Face candidates, best first: the cascade's raw hits on a small copy, clustered."""
     h, w = grey.shape
     s = min(1.0, DETECT_SHORT_SIDE / min(w, h), 2 * DETECT_SHORT_SIDE / max(w, h))
     small = grey
     if s < 1:
         small = cv2.resize(grey, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    least = max(24, int(min(small.shape) * MIN_FACE_FRACTION))
-    found = _cascade().detectMultiScale(small, scaleFactor=COARSE_SCALE_FACTOR, minNeighbors=COARSE_MIN_NEIGHBORS,
-                                        minSize=(least, least))
-    faces = [(x / s, y / s, fw / s, fh / s) for x, y, fw, fh in (found if len(found) else [])]
-    faces.sort(key=lambda f: -f[2])
-    return faces
+    found = _cascade().detectMultiScale(small, scaleFactor=COARSE_SCALE_FACTOR, minNeighbors=0,
+                                        minSize=(MIN_FACE_PX, MIN_FACE_PX))
+    hits = [(x / s, y / s, fw / s, fh / s) for x, y, fw, fh in (found if len(found) else [])]
+    return _cluster(hits)
 
 
-def _refine(grey: np.ndarray, face: FaceRect) -> FaceRect | None:
+def _cluster(hits: list[FaceRect]) -> list[FaceRect]:
+    """One candidate (the median box) per group of overlapping hits, the groups with most hits first."""
+    groups: list[list[FaceRect]] = []
+    for hit in hits:
+        for group in groups:
+            if _iou(hit, group[0]) >= CLUSTER_IOU:
+                group.append(hit)
+                break
+        else:
+            groups.append([hit])
+    groups.sort(key=lambda g: (-len(g), -g[0][2]))
+    return [tuple(float(v) for v in np.median(np.array(g), axis=0)) for g in groups]
+
+
+def _refine_passes(grey: np.ndarray, face: FaceRect) -> FaceRect | None:
+    """:func:`_refine` REFINE_PASSES times, each centred on the last; None if the first finds nothing."""
+    refined = _refine(grey, face, CHECK_SCALE_FACTOR, CHECK_MIN_NEIGHBORS)
+    for _ in range(REFINE_PASSES - 1):
+        if refined is None:
+            break
+        again = _refine(grey, refined)
+        if again is None:
+            break
+        refined = again
+    return refined
+
+
+def _refine(grey: np.ndarray, face: FaceRect, scale_factor: float | None = None,
+            min_neighbors: int | None = None) -> FaceRect | None:
     """The face detected again in a window around it, rescaled so that it is REFINE_FACE_PX wide."""
+    scale_factor = REFINE_SCALE_FACTOR if scale_factor is None else scale_factor
+    min_neighbors = REFINE_MIN_NEIGHBORS if min_neighbors is None else min_neighbors
     x, y, fw, fh = face
     height, width = grey.shape
     cx, cy, r = x + fw / 2, y + fh / 2, fw * REFINE_WINDOW / 2
@@ -122,7 +160,7 @@ def _refine(grey: np.ndarray, face: FaceRect) -> FaceRect | None:
     size = (max(1, round((x1 - x0) * s)), max(1, round((y1 - y0) * s)))
     window = cv2.resize(grey[y0:y1, x0:x1], size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
     lo, hi = int(REFINE_FACE_PX * 0.75), int(REFINE_FACE_PX * 1.33)
-    found = _cascade().detectMultiScale(window, scaleFactor=REFINE_SCALE_FACTOR, minNeighbors=REFINE_MIN_NEIGHBORS,
+    found = _cascade().detectMultiScale(window, scaleFactor=scale_factor, minNeighbors=min_neighbors,
                                         minSize=(lo, lo), maxSize=(hi, hi))
     if len(found) == 0:
         return None
@@ -132,5 +170,15 @@ def _refine(grey: np.ndarray, face: FaceRect) -> FaceRect | None:
 
 
 def _same_face(a: FaceRect, b: FaceRect) -> bool:
-    """Centres closer than half a face width."""
+    """Centres closer than half a face width, and sizes within SAME_FACE_SIZE of each other (a large
+    false 'face' around a small real one is not the same face)."""
+    if max(a[2], b[2]) > SAME_FACE_SIZE * min(a[2], b[2]):
+        return False
     return abs(a[0] + a[2] / 2 - b[0] - b[2] / 2) < 0.5 * b[2] and abs(a[1] + a[3] / 2 - b[1] - b[3] / 2) < 0.5 * b[3]
+
+
+def _iou(a: FaceRect, b: FaceRect) -> float:
+    iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
