@@ -135,12 +135,12 @@ def _canvas_colour(a: np.ndarray) -> np.ndarray:
 
 def _off_canvas(a: np.ndarray) -> np.ndarray | None:
     """True where a pixel differs from the canvas colour; None if the border is not uniform."""
-    ycc = cv2.cvtColor(a, cv2.COLOR_RGB2YCrCb)
-    border = _border(ycc).astype(np.int16)
+    # the border's pixels first (the whole image is converted only when they are uniform)
+    border = cv2.cvtColor(np.ascontiguousarray(_border(a)[:, None]), cv2.COLOR_RGB2YCrCb)[:, 0].astype(np.int16)
     canvas = np.median(border, axis=0)
     if (np.abs(border - canvas).max(axis=1) <= LUMA_TOLERANCE + 4).mean() < UNIFORM_BORDER:
         return None
-    blurred = cv2.blur(ycc, (3, 3))
+    blurred = cv2.blur(cv2.cvtColor(a, cv2.COLOR_RGB2YCrCb), (3, 3))
     tolerance = np.array([LUMA_TOLERANCE, CHROMA_TOLERANCE, CHROMA_TOLERANCE])
     lo, hi = np.clip(canvas - tolerance, 0, 255).astype(np.uint8), np.clip(canvas + tolerance, 0, 255).astype(np.uint8)
     return cv2.inRange(blurred, lo, hi) == 0
@@ -207,6 +207,8 @@ def _bar_depth(a: np.ndarray, edges: np.ndarray, canvas: np.ndarray | None = Non
     colour = np.median(a[0], axis=0)
     if canvas is not None and np.abs(colour - canvas).max() <= BAR_COLOUR_TOLERANCE:
         return 0
+    if _near(a[0][None], colour, BAR_COLOUR_TOLERANCE).mean() < BAR_ROW_SHARE:
+        return 0  # not even the first row is a bar's (most photos): the depth below would be 0
     top = a[: int(BAR_MAX * n) + 2]
     if abs(top.strides[0]) < abs(top.strides[1]):  # a transposed view (left / right bars): test the pixels in place
         share = _near(top.transpose(1, 0, 2), colour, BAR_COLOUR_TOLERANCE).mean(axis=0)
@@ -268,15 +270,21 @@ def rectangle_boxes(a: np.ndarray, edges: tuple[np.ndarray, np.ndarray] | None =
     top, bottom = (_coverage(eh, ys, x0, x1, h) for ys in (y0, y1))
     left, right = (_coverage(ev, xs, y0, y1, w).T for xs in (x0, x1))
     width, height = (x1 - x0)[None, :].astype(np.float32), (y1 - y0)[:, None].astype(np.float32)
-    sides = np.stack(np.broadcast_arrays(top, bottom, left, right))
-    lengths = np.stack(np.broadcast_arrays(width, width, height, height))
-    real = sides >= 0
-    weakest = np.where(real, sides, 1.0).min(axis=0)
-    evidence = (lengths * (2 * sides - 1) * real).sum(axis=0)
-    ok = (weakest >= MIN_SIDE_COVERAGE) & (real.sum(axis=0) >= 3) & (width * height <= MAX_RECT_AREA * w * h)
-    ps, qs = np.nonzero(ok)
+    sides = (top, bottom, left, right)
+    # kept: every real side (not the image border) covered enough, at most one side on the border
+    ok = width * height <= MAX_RECT_AREA * w * h
+    on_border = np.zeros(top.shape, np.int8)
+    for side in sides:
+        ok = ok & ((side >= MIN_SIDE_COVERAGE) | (side < 0))
+        on_border += side < 0
+    ps, qs = np.nonzero(ok & (on_border <= 1))
+    # evidence (covered minus uncovered side pixels) of the kept rectangles only
+    evidence = np.zeros(len(ps), np.float32)
+    for side, length in zip(sides, (width[0, qs], width[0, qs], height[ps, 0], height[ps, 0]), strict=True):
+        at = side[ps, qs]
+        evidence += length * (2 * at - 1) * (at >= 0)
     out: list[PixelBox] = []
-    for k in np.argsort(-evidence[ps, qs], kind="stable"):
+    for k in np.argsort(-evidence, kind="stable"):
         p, q = ps[k], qs[k]
         box = (int(x0[q]) + 1, int(y0[p]) + 1, int(x1[q]) + 1, int(y1[p]) + 1)
         if all(_iou(box, other) <= RECT_OVERLAP for other in out):
@@ -299,34 +307,33 @@ def _edge_maps(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     to the strongest of three neighbouring steps."""
 
     def steps(d: np.ndarray) -> np.ndarray:  # max over RGB of the absolute differences
-        return cv2.max(cv2.max(d[..., 0], d[..., 1]), d[..., 2])
+        return np.maximum(np.maximum(d[..., 0], d[..., 1]), d[..., 2])  # numpy reads the channels in place
 
-    def thin(g: np.ndarray) -> np.ndarray:
-        p = np.pad(g, ((1, 1), (0, 0)))
-        return (g >= EDGE_STEP) & (g >= p[:-2]) & (g >= p[2:])
+    def thin(g: np.ndarray) -> np.ndarray:  # a step at least as strong as those above and below it
+        strongest = cv2.dilate(g, _VERTICAL_3, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        return (g >= EDGE_STEP) & (g == strongest)
 
     # columns: differences taken in place, only the one-channel result transposed (cheaper than the RGB copy)
     across = cv2.transpose(np.ascontiguousarray(steps(cv2.absdiff(a[:, 1:], a[:, :-1]))))
     return thin(steps(cv2.absdiff(a[1:], a[:-1]))), thin(across)
 
 
+_VERTICAL_3 = np.ones((3, 1), np.uint8)
+
+
 def _lines(edges: np.ndarray, min_run: int) -> list[int]:
     """Indices of the lines holding runs of edge pixels at least ``min_run`` long, longest first."""
     closed = cv2.morphologyEx(edges.astype(np.uint8), cv2.MORPH_CLOSE,
                               cv2.getStructuringElement(cv2.MORPH_RECT, (RUN_GAP, 1)))
-    rows = np.flatnonzero(closed.sum(axis=1) >= min_run)
-    if len(rows) == 0:
-        return []
-    flags = np.zeros((len(rows), closed.shape[1] + 2), np.int8)
-    flags[:, 1:-1] = closed[rows] > 0
-    d = np.diff(flags.ravel())  # rows are padded with 0 at both ends, so no run crosses from one row to the next
-    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)  # the k-th start pairs with the k-th end
-    length = ends - starts
-    long = length >= min_run
-    total = np.bincount(starts[long] // flags.shape[1], weights=length[long], minlength=len(rows))
+    # eroded by a min_run-long line, a run of length L >= min_run leaves L - min_run + 1 pixels
+    # (and a shorter run none), in one piece: a line's total length of long runs is the pixels
+    # left plus (min_run - 1) per piece
+    left = cv2.erode(closed, np.ones((1, min_run), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    pieces = cv2.compare(left[:, 1:], left[:, :-1], cv2.CMP_GT) // 255
+    total = (cv2.reduce(left, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S)[:, 0]
+             + (min_run - 1) * (cv2.reduce(pieces, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S)[:, 0] + left[:, 0]))
     keep = np.flatnonzero(total > 0)
-    order = keep[np.argsort(-total[keep], kind="stable")]
-    return rows[order][:MAX_LINES].tolist()
+    return keep[np.argsort(-total[keep], kind="stable")][:MAX_LINES].tolist()
 
 
 def _coverage(edges: np.ndarray, line: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
