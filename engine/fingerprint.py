@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from . import hashes, keypoints, pdq
 from .config import Settings
@@ -29,7 +30,8 @@ WORKING_SIDE = 1024
 
 
 def _fingerprint_loaded(loaded: LoadedImage, with_keypoints: bool = True, query: bool = False,
-                        faces: Future | None = None) -> tuple[Fingerprint, hashes.GlobalHashes, dict | None]:
+                        faces: Future | None = None, grey: Image.Image | None = None,
+                        ) -> tuple[Fingerprint, hashes.GlobalHashes, dict | None]:
     timings: dict[str, float] = {}
     t = time.perf_counter()
 
@@ -40,7 +42,8 @@ def _fingerprint_loaded(loaded: LoadedImage, with_keypoints: bool = True, query:
         t = now
 
     image = loaded.image
-    glob = hashes.global_hashes(image, with_dihedral=query)
+    grey = hashes.grey(image) if grey is None else grey  # one grey copy for hashes, regions, keypoints
+    glob = hashes.global_hashes(grey, with_dihedral=query)
     lap("global_hashes")
     if query:  # the 8 rotations/flips come from one DCT; identity is the image's own PDQ
         pdq_variants, pdq_quality = pdq.pdq_dihedral(image)
@@ -48,9 +51,9 @@ def _fingerprint_loaded(loaded: LoadedImage, with_keypoints: bool = True, query:
     else:
         pdq_variants, (pdq_hash, pdq_quality) = None, pdq.pdq_hash(image)
     lap("pdq")
-    regions = tuple(find_regions(image, loaded.alpha_mask, faces=faces))
+    regions = tuple(find_regions(image, loaded.alpha_mask, faces=faces, grey=grey))
     lap("regions")
-    kp = keypoints.extract(image) if with_keypoints else None
+    kp = keypoints.extract(grey) if with_keypoints else None
     lap("keypoints")
     thumb = None if query else thumbnail_jpeg(image)  # a query is not stored: no preview needed
     lap("thumbnail")
@@ -99,15 +102,16 @@ def query_fingerprint(source: Path | str | bytes, *, name: str | None = None,
     loaded = load_image(source, name=name, settings=settings, target_size=WORKING_SIDE)
     # faces (Haar: the largest cost) in a pool thread (engine.threads), the rest here meanwhile:
     # OpenCV releases the GIL
-    faces = start_faces(loaded.image)
+    grey = hashes.grey(loaded.image)
+    faces = start_faces(loaded.image, grey)
     t = time.perf_counter()
     # a query is described once, so it can afford more keypoints than a stored image
     query_side = {"max_features": keypoints.QUERY_FEATURES, "working_side": keypoints.QUERY_WORKING_SIDE,
                   "grid": keypoints.QUERY_GRID}
-    working = keypoints.working_image(loaded.image, keypoints.QUERY_WORKING_SIDE)
+    working = keypoints.working_image(grey, keypoints.QUERY_WORKING_SIDE)
     kp, mirrored = keypoints.extract_with_mirror(loaded.image, **query_side, grey=working)
     keypoints_s = time.perf_counter() - t
-    fp, glob, pdq_variants = _fingerprint_loaded(loaded, with_keypoints=False, query=True, faces=faces)
+    fp, glob, pdq_variants = _fingerprint_loaded(loaded, with_keypoints=False, query=True, faces=faces, grey=grey)
     fp = replace(fp, keypoints=kp)
     fp.timings["keypoints"] = keypoints_s
     phash_variants = dict(zip(hashes.DIHEDRAL_NAMES, glob.dihedral, strict=True))

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from . import hashes
 from .model import Keypoints
 
 MAX_FEATURES = 500  # stored per image: 19.5 KB packed, <= 500 postings (measured in bench/keypoints.py)
@@ -55,8 +56,9 @@ _XY_STEP = 1 / 16  # positions in 1/16 pixel: up to 4095 px
 
 
 def working_image(image: Image.Image, working_side: int = WORKING_SIDE) -> np.ndarray:
-    """The grey uint8 array ORB sees: the longer side at most `working_side`, never upscaled."""
-    grey = image.convert("L")
+    """The grey uint8 array ORB sees: the longer side at most `working_side`, never upscaled
+    (`image` may be the 'L' copy already made for the hashes)."""
+    grey = hashes.grey(image)
     w, h = grey.size
     factor = working_side / max(w, h)
     if factor < 1:

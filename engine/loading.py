@@ -146,9 +146,11 @@ def load_image(
 def thumbnail_jpeg(image: Image.Image, max_side: int = 256, quality: int = 80) -> bytes:
     """A small JPEG preview whose longer side is at most max_side."""
     thumb = image.convert("RGB") if image.mode not in ("RGB", "L") else image.copy()
-    thumb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)  # Pillow reduces by 2x steps first
+    # Pillow first reduces by an integer factor (box filter), then resamples the last <= 2x with an
+    # antialiased bilinear filter: half the time of LANCZOS and of an optimised encode, for a preview
+    thumb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     out = io.BytesIO()
-    thumb.save(out, "JPEG", quality=quality, optimize=True)
+    thumb.save(out, "JPEG", quality=quality)
     return out.getvalue()
 
 

@@ -43,17 +43,18 @@ FULL: Box = (0.0, 0.0, 1.0, 1.0)
 def find_regions(image: Image.Image, alpha_mask: Image.Image | None = None,
                  phash: Callable[[Image.Image], Hash] = hashes.phash, *,
                  min_texture: float | None = None, timings: dict[str, float] | None = None,
-                 faces: Future | None = None) -> list[Region]:
+                 faces: Future | None = None, grey: Image.Image | None = None) -> list[Region]:
     """All regions of ``image`` (RGB; ``alpha_mask`` 'L' if it had transparency), faces first.
 
     Regions whose :func:`texture` is below ``min_texture`` (default MIN_TEXTURE) are left out.
     ``timings``, if given, receives seconds per stage ('faces', 'pictures', 'shapes', 'hashing').
     ``faces``: the face boxes being found elsewhere (:func:`start_faces`: a query finds them in a
-    thread while it does the rest); found here otherwise.
+    thread while it does the rest); found here otherwise. ``grey``: the image's
+    :func:`engine.hashes.grey` copy, if already made.
     """
     min_texture = MIN_TEXTURE if min_texture is None else min_texture
     clock = _Clock(timings)
-    grey = hashes.grey(image)  # one grey copy for faces, textures and hashing
+    grey = hashes.grey(image) if grey is None else grey  # one grey copy for faces, textures and hashing
     if faces is None:
         face_list = face_boxes(image, grey)
         clock.lap("faces")
@@ -79,10 +80,11 @@ def find_regions(image: Image.Image, alpha_mask: Image.Image | None = None,
     return regions
 
 
-def start_faces(image: Image.Image) -> Future:
-    """The face boxes of ``image``, found in a pool thread (engine.threads) for :func:`find_regions`:
-    the Haar detector is a query's largest cost, and releases the GIL."""
-    return threads.start(lambda: face_boxes(image, hashes.grey(image)))
+def start_faces(image: Image.Image, grey: Image.Image | None = None) -> Future:
+    """The face boxes of ``image`` (``grey``: its :func:`engine.hashes.grey` copy, if made), found in
+    a pool thread (engine.threads) for :func:`find_regions`: the Haar detector is a query's largest
+    cost, and releases the GIL."""
+    return threads.start(lambda: face_boxes(image, hashes.grey(image) if grey is None else grey))
 
 
 def texture(small_grey: np.ndarray, box: Box, inset: float | None = None) -> float:
