@@ -7,9 +7,9 @@ same content on both sides (a pHash only matches when the regions overlap with I
 1. propose candidates with OpenCV's Haar frontal-face cascade on a small grey copy (the shorter
    side scaled to ``DETECT_SHORT_SIDE``, coarse ``scaleFactor``), keeping every raw hit of the
    cascade (no neighbour vote) and clustering overlapping hits into one candidate each, most hits
-   first. The cascade's cost grows with the windows it scans: on a 288 px copy with faces down
-   to 1/12 of the shorter side it is ~25 ms for a pool photo on one core, the refinement ~4. A
-   neighbour vote on so small a copy loses faces that a few raw hits still propose;
+   first. The cascade's cost grows with the windows it scans (see :func:`_coarse`): ~24 ms in
+   all for a pool photo on one core, the refinement included. A neighbour vote on so small a copy
+   loses faces that a few raw hits still propose;
 2. re-detect each candidate in a window around it, rescaled so the face is ``REFINE_FACE_PX``
    wide, with a fine ``scaleFactor`` and a narrow size range, ``REFINE_PASSES`` times, each pass
    centred on the last. The face is then seen at the same scale whatever the size of the image it
@@ -107,15 +107,23 @@ def face_boxes(image: Image.Image, grey: Image.Image | None = None) -> list[Box]
 
 
 def _coarse(grey: np.ndarray) -> list[FaceRect]:
-    """Face candidates, best first: the cascade's raw hits on a small copy, clustered."""
+    """Face candidates, best first: the cascade's raw hits on a small copy, clustered.
+
+    When the image is larger than that copy, faces up to twice the cascade's window are looked for
+    on the copy, larger ones on a copy of half its size: OpenCV steps 1 px on its levels of scale
+    >= 2 and 2 px below, so at half size the large faces cost a quarter, and are still proposed.
+    A smaller image (a face crop, say) is scanned whole, at every size."""
     h, w = grey.shape
     s = min(1.0, DETECT_SHORT_SIDE / min(w, h), 2 * DETECT_SHORT_SIDE / max(w, h))
-    small = grey
-    if s < 1:
-        small = cv2.resize(grey, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    found = _cascade().detectMultiScale(small, scaleFactor=COARSE_SCALE_FACTOR, minNeighbors=0,
-                                        minSize=(MIN_FACE_PX, MIN_FACE_PX))
-    hits = [(x / s, y / s, fw / s, fh / s) for x, y, fw, fh in (found if len(found) else [])]
+    passes = [(s, MIN_FACE_PX, 2 * MIN_FACE_PX - 1), (s / 2, MIN_FACE_PX, 0)] if s < 1 else [(1.0, MIN_FACE_PX, 0)]
+    hits: list[FaceRect] = []
+    for zoom, least, most in passes:
+        small = grey
+        if zoom < 1:
+            small = cv2.resize(grey, (max(1, round(w * zoom)), max(1, round(h * zoom))), interpolation=cv2.INTER_AREA)
+        found = _cascade().detectMultiScale(small, scaleFactor=COARSE_SCALE_FACTOR, minNeighbors=0,
+                                            minSize=(least, least), maxSize=(most, most))
+        hits += [(x / zoom, y / zoom, fw / zoom, fh / zoom) for x, y, fw, fh in (found if len(found) else [])]
     return _cluster(hits)
 
 
