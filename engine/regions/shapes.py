@@ -10,12 +10,13 @@ therefore hash what does not depend on the background:
   ``BACKGROUND_DISTANCE`` from it, median-filtered.
 - ``cutout``: the pHash of the object's grey pixels on a background of their own mean grey, so
   that the background adds no edge; it keeps thin or hollow icons whose silhouettes say little
-  and tells apart icons of the same outline. Each pixel holds the object's grey times its weight
-  there (its *ink*) plus the background's share: with alpha, the white the image was flattened
-  onto (engine.loading) times 1 - alpha, which is taken out again, so that a glow or shadow of
-  semi-transparent pixels keeps the object's own grey, not white's; without alpha, the pixels of
-  the 0/1 object mask. An object of one grey has a flat cut-out whose pHash is rounding noise
-  (the same few values for every such icon): a cut-out under ``MIN_CUTOUT_TEXTURE`` is left out.
+  and tells apart icons of the same outline. It is built from the object's *ink*, its grey times
+  its weight in each pixel: without alpha, the pixels inside the 0/1 mask; with alpha, the
+  pixels less the white they were flattened onto (engine.loading) times 1 - alpha, so that
+  semi-transparent parts (a glow, a shadow) keep their own grey, not a mix with white that no
+  other background shows. An object of one grey has a flat cut-out, whose pHash is rounding
+  noise shared by every such icon (0x0 for most): one with less texture than
+  ``MIN_CUTOUT_TEXTURE`` is left out.
 
 Silhouettes such as a full square, a rounded square or a disc are shared by many icons: a stored
 mask whose pHash is within ``GENERIC_BITS`` of a rectangle, rounded rectangle or ellipse filling
