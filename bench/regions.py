@@ -47,15 +47,15 @@ KIND_SETS = {  # column -> region kinds used on both sides, besides global pHash
 }
 
 
-def analyse(path: str) -> dict:
-    """Global pHash, regions (with their texture) and timings of one image."""
+def analyse(path: str, query: bool = False) -> dict:
+    """Global pHash, regions (with their texture) and timings of one image (``query``: as a query's)."""
     t = time.perf_counter()
     loaded = load_image(path, target_size=TARGET_SIDE)
     load_s = time.perf_counter() - t
     t = time.perf_counter()
     global_hash = hashes.phash(loaded.image)
     timings = {"load": load_s, "global": time.perf_counter() - t}
-    found = regions.find_regions(loaded.image, loaded.alpha_mask, min_texture=0.0, timings=timings)
+    found = regions.find_regions(loaded.image, loaded.alpha_mask, min_texture=0.0, timings=timings, query=query)
     small = regions.texture_image(loaded.image)
     rows = [("global", (0.0, 0.0, 1.0, 1.0), global_hash.value, 999.0)]
     for r in found:
@@ -69,10 +69,10 @@ def compute(corpus: Path, workers: int, only: set[str] | None = None) -> dict:
     if only:
         truth["queries"] = [q for q in truth["queries"] if q["transform"] in only]
     index = sorted(p.name for p in (corpus / "index").iterdir())
-    paths = [str(corpus / "index" / n) for n in index]
-    paths += [str(corpus / "queries" / q["query"]) for q in truth["queries"]]
+    paths = [(str(corpus / "index" / n), False) for n in index]
+    paths += [(str(corpus / "queries" / q["query"]), True) for q in truth["queries"]]
     with Pool(workers) as pool:  # forked: parameters changed with --set are inherited
-        results = pool.map(analyse, paths, chunksize=4)
+        results = pool.starmap(analyse, paths, chunksize=4)
     return {"index": index, "queries": truth["queries"], "stored": results[: len(index)], "query": results[len(index):]}
 
 

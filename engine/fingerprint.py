@@ -51,7 +51,7 @@ def _fingerprint_loaded(loaded: LoadedImage, with_keypoints: bool = True, query:
     else:
         pdq_variants, (pdq_hash, pdq_quality) = None, pdq.pdq_hash(image)
     lap("pdq")
-    regions = tuple(find_regions(image, loaded.alpha_mask, faces=faces, grey=grey))
+    regions = tuple(find_regions(image, loaded.alpha_mask, faces=faces, grey=grey, query=query))
     lap("regions")
     kp = keypoints.extract(grey) if with_keypoints else None
     lap("keypoints")

@@ -20,18 +20,24 @@ from engine.regions import MIN_TEXTURE, face_boxes, find_regions, picture_boxes,
 from engine.regions import faces as faces_mod
 from engine.regions import pictures as pictures_mod
 from engine.regions.shapes import shape_regions
+from engine.search import KIND_RADIUS
 
 DATA = Path(__file__).parent / "data" / "regions"
 PORTRAITS = ["matplotlib__grace_hopper.jpg", "face_recognition__obama2.jpg"]
 PHOTOS = ["gcompris__1_giraffe.jpg", "gcompris__bee.jpg", "gcompris__camels.jpg", "gcompris__cheetah.jpg",
           "gcompris__butterfly.jpg"]
 ICONS = ["openclipart__ampelfrau_matthew_gates_01.png", "openclipart__Uovo_sorridente.png"]
+GLOW = "openclipart__pennello_mauro_olivo_01.png"  # a thin brush with a soft glow at its tip
 PHOTO_KINDS = {"global", "face", "picture"}  # compared with each other; shape/cutout only with themselves
 
 
 def load(name: str) -> Image.Image:
     im = Image.open(DATA / name)
     return im.convert("RGBA") if im.mode in ("RGBA", "LA", "P") else im.convert("RGB")
+
+
+def load_pool_icon(name: str) -> Image.Image:
+    return Image.open(DATA.parent / "pool" / "icons" / name).convert("RGBA")
 
 
 def as_jpeg(im: Image.Image, quality: int = 88) -> Image.Image:
@@ -44,9 +50,9 @@ def on_colour(icon: Image.Image, colour: tuple[int, int, int]) -> Image.Image:
     return Image.alpha_composite(Image.new("RGBA", icon.size, (*colour, 255)), icon).convert("RGB")
 
 
-def all_hashes(image: Image.Image, alpha: Image.Image | None = None) -> list[tuple[str, Hash]]:
-    """The global pHash and every region's, as a stored image or a query has them."""
-    return [("global", hashes.phash(image))] + [(r.kind, r.hash) for r in find_regions(image, alpha)]
+def all_hashes(image: Image.Image, alpha: Image.Image | None = None, query: bool = False) -> list[tuple[str, Hash]]:
+    """The global pHash and every region's, as a stored image (or with ``query`` a query) has them."""
+    return [("global", hashes.phash(image))] + [(r.kind, r.hash) for r in find_regions(image, alpha, query=query)]
 
 
 def closest(query: list[tuple[str, Hash]], stored: list[tuple[str, Hash]]) -> int:
@@ -239,13 +245,50 @@ def test_an_icon_is_found_on_another_background(name, colour):
     stored = all_hashes(on_colour(icon, (255, 255, 255)), icon.getchannel("A"))
     query = ImageEnhance.Color(on_colour(icon, colour)).enhance(1.4)
     query = as_jpeg(query.resize((int(icon.width * 0.6), int(icon.height * 0.6)), Image.BILINEAR))
-    found = all_hashes(query)
+    found = all_hashes(query, query=True)
     assert {"shape", "cutout"} & {k for k, _ in found}
     assert closest([(k, h) for k, h in found if k in ("shape", "cutout")], stored) <= 8
     a = shape_hash(on_colour(icon, (255, 255, 255)), icon.getchannel("A"), hashes.phash)
     b = shape_hash(query, None, hashes.phash)
     if a is not None and b is not None:
         assert a - b <= 8
+
+
+@pytest.mark.parametrize("colour", [(147, 66, 21), (40, 120, 200), (230, 200, 30), (20, 20, 20)])
+def test_an_icon_with_a_soft_glow_is_found_on_another_background(colour):
+    """A thin brush whose tip has a soft glow, semi-transparent (alpha mostly under half), which
+    stands out from a coloured background. Its stored cut-out takes the glow's grey without the
+    white it was flattened onto, and the query keeps its silhouette, although its box (widened by
+    the glow) makes it look like a plain rectangle: silhouette and cut-out both agree, as a search
+    needs (two agreeing hits within their radius; before, the query had no silhouette and its
+    cut-out was 12-16 bits off)."""
+    icon = load(GLOW)
+    stored = {r.kind: r.hash for r in shape_regions(on_colour(icon, (255, 255, 255)), icon.getchannel("A"))}
+    query = ImageEnhance.Color(on_colour(icon, colour)).enhance(1.4)
+    query = as_jpeg(query.resize((int(icon.width * 0.6), int(icon.height * 0.6)), Image.BILINEAR))
+    found = {r.kind: r.hash for r in shape_regions(query, query=True)}
+    assert shape_hash(query, None) is None  # generic as a stored image would be ...
+    for kind in ("shape", "cutout"):  # ... but kept by the query, and close to the stored icon's
+        assert found[kind] - stored[kind] <= KIND_RADIUS[kind]
+
+
+def test_an_icon_of_one_flat_grey_has_no_cut_out():
+    """Its cut-out on its own mean grey is flat: the pHash of that is rounding noise, the same few
+    values for every such icon (0x0 for most), which would match them all with each other."""
+    icon = load_pool_icon("openclipart__lightbulb_jon_phillips_01.png")
+    kinds = [r.kind for r in shape_regions(on_colour(icon, (255, 255, 255)), icon.getchannel("A"))]
+    assert kinds == ["shape"]
+    textured = load(GLOW)
+    assert "cutout" in [r.kind for r in shape_regions(on_colour(textured, (255, 255, 255)), textured.getchannel("A"))]
+
+
+def test_only_a_query_keeps_a_generic_silhouette():
+    """A disc (the globe) is not indexed by its silhouette; a query's silhouette is kept, since it
+    can only meet stored ones, none of them generic."""
+    icon = load_pool_icon("openclipart__globe_01.png")
+    flat, alpha = on_colour(icon, (255, 255, 255)), icon.getchannel("A")
+    assert [r.kind for r in shape_regions(flat, alpha)] == ["cutout"]
+    assert [r.kind for r in shape_regions(flat, alpha, query=True)] == ["shape", "cutout"]
 
 
 def test_shapes_need_a_plain_background():

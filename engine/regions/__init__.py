@@ -43,14 +43,16 @@ FULL: Box = (0.0, 0.0, 1.0, 1.0)
 def find_regions(image: Image.Image, alpha_mask: Image.Image | None = None,
                  phash: Callable[[Image.Image], Hash] = hashes.phash, *,
                  min_texture: float | None = None, timings: dict[str, float] | None = None,
-                 faces: Future | None = None, grey: Image.Image | None = None) -> list[Region]:
+                 faces: Future | None = None, grey: Image.Image | None = None,
+                 query: bool = False) -> list[Region]:
     """All regions of ``image`` (RGB; ``alpha_mask`` 'L' if it had transparency), faces first.
 
     Regions whose :func:`texture` is below ``min_texture`` (default MIN_TEXTURE) are left out.
     ``timings``, if given, receives seconds per stage ('faces', 'pictures', 'shapes', 'hashing').
     ``faces``: the face boxes being found elsewhere (:func:`start_faces`: a query finds them in a
     thread while it does the rest); found here otherwise. ``grey``: the image's
-    :func:`engine.hashes.grey` copy, if already made.
+    :func:`engine.hashes.grey` copy, if already made. ``query``: the regions of a query, not of an
+    image to store (a query keeps a generic icon silhouette: engine.regions.shapes).
     """
     min_texture = MIN_TEXTURE if min_texture is None else min_texture
     clock = _Clock(timings)
@@ -60,7 +62,7 @@ def find_regions(image: Image.Image, alpha_mask: Image.Image | None = None,
         clock.lap("faces")
     pictures, uncovered = find_pictures(image)
     clock.lap("pictures")
-    shapes = shape_regions(image, alpha_mask, phash)
+    shapes = shape_regions(image, alpha_mask, phash, query=query)
     clock.lap("shapes")
     if faces is not None:
         face_list = faces.result()

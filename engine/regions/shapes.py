@@ -10,11 +10,21 @@ therefore hash what does not depend on the background:
   ``BACKGROUND_DISTANCE`` from it, median-filtered.
 - ``cutout``: the pHash of the object's grey pixels on a background of their own mean grey, so
   that the background adds no edge; it keeps thin or hollow icons whose silhouettes say little
-  and tells apart icons of the same outline.
+  and tells apart icons of the same outline. It is built from the object's *ink*, its grey times
+  its weight in each pixel: without alpha, the pixels inside the 0/1 mask; with alpha, the
+  pixels less the white they were flattened onto (engine.loading) times 1 - alpha, so that
+  semi-transparent parts (a glow, a shadow) keep their own grey, not a mix with white that no
+  other background shows. An object of one grey has a flat cut-out, whose pHash is rounding
+  noise shared by every such icon (0x0 for most): one with less texture than
+  ``MIN_CUTOUT_TEXTURE`` is left out.
 
-Silhouettes such as a full square, a rounded square or a disc are shared by many icons: a mask
-whose pHash is within ``GENERIC_BITS`` of a rectangle, rounded rectangle or ellipse filling its
-bounding box gives no ``shape`` region (its ``cutout`` is kept).
+Silhouettes such as a full square, a rounded square or a disc are shared by many icons: a stored
+mask whose pHash is within ``GENERIC_BITS`` of a rectangle, rounded rectangle or ellipse filling
+its bounding box gives no ``shape`` region (its ``cutout`` is kept). A query keeps its silhouette
+whatever it looks like: it can only meet stored silhouettes, none of them generic, and the test
+depends on the bounding box, which the two sides find differently (a soft glow or shadow under
+half opacity lies outside the stored box but inside the query's when it stands out from the new
+background), so testing the query too only lost true matches.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from .. import hashes
+from ..loading import BACKGROUND
 from ..model import Box, Hash, Region
 
 WORK_SIDE = 512
@@ -36,27 +47,29 @@ BACKGROUND_DISTANCE = 24  # a foreground pixel differs from the background by mo
 ALPHA_OPAQUE = 128
 MIN_FOREGROUND, MAX_FOREGROUND = 0.01, 0.95  # share of the image the object covers
 GENERIC_BITS = 8
+MIN_CUTOUT_TEXTURE = 1.0  # grey levels (standard deviation) of the cut-out in pHash's 32x32 copy
+FLATTENED_ONTO = float(np.dot(BACKGROUND, (0.299, 0.587, 0.114)))  # the grey under transparency, as convert('L')
 
 PHash = Callable[[Image.Image], Hash]
 
 
 def shape_regions(image: Image.Image, alpha_mask: Image.Image | None = None,
-                  phash: PHash = hashes.phash) -> list[Region]:
-    """'shape' and 'cutout' regions of an object on a transparent or plain background; [] otherwise."""
+                  phash: PHash = hashes.phash, *, query: bool = False) -> list[Region]:
+    """'shape' and 'cutout' regions of an object on a transparent or plain background; [] otherwise.
+    ``query``: a query's, which keeps a generic silhouette."""
     found = _foreground(image, alpha_mask)
     if found is None:
         return []
-    weight, grey = found
+    weight, ink = found
     mask = weight >= 0.5
     box = _bbox(mask)
     regions = []
-    silhouette = phash(Image.fromarray(np.round(weight * 255).astype(np.uint8)))
-    if not _generic(mask, box, silhouette, phash):
+    silhouette = phash(_grey_image(weight * 255))
+    if query or not _generic(mask, box, silhouette, phash):
         regions.append(Region("shape", _fractions(box, mask.shape), silhouette))
-    mean = float((grey * weight).sum() / weight.sum())
-    cutout = grey * weight + mean * (1 - weight)
-    cutout_hash = phash(Image.fromarray(np.round(cutout).astype(np.uint8)))
-    regions.append(Region("cutout", _fractions(box, mask.shape), cutout_hash))
+    cutout = _cutout(weight, ink)
+    if cutout is not None:
+        regions.append(Region("cutout", _fractions(box, mask.shape), phash(cutout)))
     return regions
 
 
@@ -75,7 +88,8 @@ def foreground_mask(image: Image.Image, alpha_mask: Image.Image | None = None) -
 
 
 def _foreground(image: Image.Image, alpha_mask: Image.Image | None) -> tuple[np.ndarray, np.ndarray] | None:
-    """(object weight in [0, 1], grey pixels as float), both at most WORK_SIDE px; None if no object."""
+    """(object weight in [0, 1], the object's grey times its weight), both float arrays at most
+    WORK_SIDE px; None if no object."""
     scale = min(1.0, WORK_SIDE / max(image.size))
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     rgb = image if image.mode == "RGB" else image.convert("RGB")
@@ -93,7 +107,10 @@ def _foreground(image: Image.Image, alpha_mask: Image.Image | None) -> tuple[np.
     share = (weight >= 0.5).mean()
     if not MIN_FOREGROUND <= share <= MAX_FOREGROUND:
         return None
-    return weight, np.asarray(rgb.convert("L"), dtype=np.float64)  # only made when there is an object
+    grey = np.asarray(rgb.convert("L"), dtype=np.float64)  # only made when there is an object
+    if alpha_mask is not None:  # grey = ink + FLATTENED_ONTO * (1 - alpha)
+        return weight, grey - FLATTENED_ONTO * (1 - weight)
+    return weight, grey * weight
 
 
 def _edge_pixels(rgb: Image.Image) -> np.ndarray:
@@ -116,6 +133,19 @@ def _mask_from_background(a: np.ndarray) -> np.ndarray | None:
         return None
     far = np.abs(a.astype(np.int16) - colour).max(axis=2) > BACKGROUND_DISTANCE
     return cv2.medianBlur(far.astype(np.uint8) * 255, 3).astype(np.float64) / 255
+
+
+def _cutout(weight: np.ndarray, ink: np.ndarray) -> Image.Image | None:
+    """The object on its own mean grey (the ink plus the mean times 1 - weight); None when that is
+    flat to pHash (one grey: its hash would be rounding noise)."""
+    mean = float(ink.sum() / weight.sum())
+    cutout = _grey_image(ink + mean * (1 - weight))
+    seen = np.asarray(cutout.resize((hashes.PHASH_SIDE, hashes.PHASH_SIDE), hashes.LANCZOS), dtype=np.float64)
+    return cutout if seen.std() >= MIN_CUTOUT_TEXTURE else None
+
+
+def _grey_image(values: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
 
 
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
