@@ -131,6 +131,14 @@ def test_a_small_face_of_a_group_photo_is_found_in_its_crop(margin):
     assert min((q - s for q in query_faces for s in stored_faces), default=64) <= 6  # search.REGION_RADIUS
 
 
+def test_coarse_hits_cluster_alike_in_any_order():
+    """OpenCV returns the cascade's raw hits in the order its threads finish them: the candidates
+    (and so the faces) must not depend on it. A chain of hits each overlapping the next groups
+    differently from either end unless they are put in one order first."""
+    hits = [(0.0, 0.0, 10.0, 10.0), (4.0, 0.0, 10.0, 10.0), (8.0, 0.0, 10.0, 10.0), (30.0, 5.0, 12.0, 12.0)]
+    assert faces_mod._cluster(hits) == faces_mod._cluster(hits[::-1]) == faces_mod._cluster(hits[2:] + hits[:2])
+
+
 def test_a_large_box_around_a_small_face_is_not_the_same_face():
     """A false 'face' the size of a torso around a real face must not make it be dropped as a
     duplicate; two boxes of one face have about the same size."""

@@ -128,9 +128,10 @@ def _coarse(grey: np.ndarray) -> list[FaceRect]:
 
 
 def _cluster(hits: list[FaceRect]) -> list[FaceRect]:
-    """One candidate (the median box) per group of overlapping hits, the groups with most hits first."""
+    """One candidate (the median box) per group of overlapping hits, the groups with most hits first.
+    The hits are sorted first: OpenCV returns them in the order its threads finish."""
     groups: list[list[FaceRect]] = []
-    for hit in hits:
+    for hit in sorted(hits):
         for group in groups:
             if _iou(hit, group[0]) >= CLUSTER_IOU:
                 group.append(hit)
