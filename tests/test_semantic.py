@@ -76,6 +76,23 @@ def test_the_weights_load_strictly_every_tensor():
     assert embedding.network().features[-1][0].out_channels == embedding.DIM
 
 
+def test_folding_the_batch_norms_keeps_the_embeddings():
+    """engine.embedding runs the network with its batch norms folded into the convolutions:
+    the unfolded network, as the weights define it, gives the same features on real photos."""
+    import torch
+
+    from engine.mobilenet import MobileNetV2
+
+    net = MobileNetV2()
+    net.load_state_dict(torch.load(embedding.weights_path(), map_location="cpu", weights_only=True), strict=True)
+    batch = torch.from_numpy(np.stack([embedding.input_array(embedding.thumbnail_image(thumb(p))) for p in PHOTOS]))
+    with torch.inference_mode():
+        plain = net.eval().embed(batch).numpy()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in embedding.network().modules())
+    folded = embedding.features([embedding.thumbnail_image(thumb(p)) for p in PHOTOS])
+    assert np.abs(folded - plain).max() <= 1e-3 * np.abs(plain).max()
+
+
 def test_the_network_classifies_real_photos_into_their_imagenet_classes():
     probs = embedding.classify([embedding.thumbnail_image(thumb(p)) for p in PHOTOS])
     for (rel, classes), p in zip(EXPECTED.items(), probs, strict=True):
