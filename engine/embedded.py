@@ -72,6 +72,13 @@ SERVER_OPTIONS = {
     "max_parallel_workers_per_gather": "2",
     "synchronous_commit": "on",
     "fsync": "on",
+    # Every stored image adds ~500 postings at random places of the visual-word index, and the
+    # first change to a page after a checkpoint writes the whole page to the WAL: at 1M images
+    # PostgreSQL's default (1 GB) checkpointed every 10-20 s during an ingest and wrote 3 MB of
+    # WAL an image. Rarer checkpoints: 0.8 MB (docs/benchmarks.md, "Ingest"). The WAL may take up
+    # to max_wal_size of disk.
+    "max_wal_size": "4GB",
+    "checkpoint_timeout": "15min",
 }
 
 
