@@ -24,7 +24,8 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import psycopg
 
@@ -219,11 +220,61 @@ def _conninfo(conn: psycopg.Connection) -> str:
     return make_conninfo(conn.info.dsn, **({"password": password} if password else {}))
 
 
+@dataclass
+class _Written:
+    """What writing one batch did (in the writer thread); the caller applies it (counts, errors,
+    progress) in its own thread."""
+
+    inputs: int  # entries and known outcomes of the batch
+    created: int = 0  # new images
+    stored_again: int = 0  # entries whose bytes another entry (or an earlier batch) stored
+    recorded: int = 0  # known outcomes whose URI was recorded
+    refused: list[tuple[str, Exception]] = field(default_factory=list)  # (uri, the database's error)
+    redo: list[Item] = field(default_factory=list)  # recognised, but deleted before the URI was recorded
+
+
+def _write_batch(conn: psycopg.Connection, batch: Sequence[Entry], known: Sequence[Outcome]) -> _Written:
+    """Store a batch (one transaction; if the database refuses one entry, the others one by one)
+    and record the URIs of bytes stored already (likewise)."""
+    done = _Written(inputs=len(batch) + len(known))
+    try:
+        stored = store_batch(conn, batch)
+    except ROW_ERRORS:  # one entry the database refuses: store the others one by one
+        stored = []
+        for entry in batch:
+            try:
+                stored.extend(store_batch(conn, [entry]))
+            except ROW_ERRORS as exc:
+                done.refused.append((entry.uri, exc))
+    done.created = sum(s.created for s in stored)
+    done.stored_again = len(stored) - done.created
+    rows = [(o.known, o.item.uri, o.item.metadata) for o in known]
+    try:
+        found = record_uris(conn, rows)
+        status = ["ok" if o.known in found else "redo" for o in known]
+    except ROW_ERRORS:  # one the database refuses: the others one by one
+        status = []
+        for outcome, row in zip(known, rows, strict=True):
+            try:
+                status.append("ok" if outcome.known in record_uris(conn, [row]) else "redo")
+            except ROW_ERRORS as exc:
+                done.refused.append((outcome.item.uri, exc))
+                status.append("failed")
+    done.recorded = status.count("ok")
+    done.redo = [o.item for o, st in zip(known, status, strict=True) if st == "redo"]
+    return done
+
+
 def ingest(conn: psycopg.Connection, items: Sequence[Item], *, workers: int | None = None, recheck: bool = False,
            progress: Callable[[int], object] | None = None, on_error: Callable[[dict], object] | None = None,
            batch_images: int = BATCH_IMAGES, batch_seconds: float = BATCH_SECONDS) -> IngestSummary:
     """Store every item; see the module doc. ``progress(n)``: n more inputs are done (stored,
-    skipped or failed); ``on_error(entry)``: an input failed."""
+    skipped or failed); ``on_error(entry)``: an input failed.
+
+    Batches are written by a writer thread while this one keeps the worker processes fed: a
+    worker has only a couple of inputs in flight, so writing here would idle them for as long as
+    a batch takes to store (at 1M stored images ~0.45 s a batch: docs/benchmarks.md, "Ingest").
+    One batch is written at a time, in order; callbacks and counts stay in this thread."""
     started = time.perf_counter()
     progress = progress or (lambda n: None)
     on_error = on_error or (lambda e: None)
@@ -233,6 +284,7 @@ def ingest(conn: psycopg.Connection, items: Sequence[Item], *, workers: int | No
     batch: list[Entry] = []
     known: list[Outcome] = []  # bytes stored already: their URIs are recorded with the batch
     redo: list[Item] = []  # recognised, but the image was deleted before its URI was recorded
+    writing: Future | None = None  # the batch being written, in the writer thread
 
     def fail(entry: dict, count: bool = True) -> None:
         errors.append(entry)
@@ -240,48 +292,28 @@ def ingest(conn: psycopg.Connection, items: Sequence[Item], *, workers: int | No
         if count:
             progress(1)
 
-    def refused(uri: str, exc: Exception) -> None:
-        fail(error_entry(uri, ProcessingError(f"{uri}: the database refused it ({str(exc).strip()})")), count=False)
-
-    def record_known() -> tuple[int, int]:
-        """Record the URIs of bytes stored already: (recorded, to fingerprint again), the latter
-        when their image was deleted meanwhile."""
-        rows = [(o.known, o.item.uri, o.item.metadata) for o in known]
-        try:
-            found = record_uris(conn, rows)
-            status = ["ok" if o.known in found else "redo" for o in known]
-        except ROW_ERRORS:  # one the database refuses: the others one by one
-            status = []
-            for outcome, row in zip(known, rows, strict=True):
-                try:
-                    status.append("ok" if outcome.known in record_uris(conn, [row]) else "redo")
-                except ROW_ERRORS as exc:
-                    refused(outcome.item.uri, exc)
-                    status.append("failed")
-        redo.extend(o.item for o, st in zip(known, status, strict=True) if st == "redo")
-        return status.count("ok"), status.count("redo")
+    def settle() -> None:
+        """Wait for the batch being written, and count what it did (its errors re-raised here)."""
+        nonlocal writing, added, duplicates, by_sha256
+        if writing is None:
+            return
+        done, writing = writing.result(), None
+        for uri, exc in done.refused:
+            fail(error_entry(uri, ProcessingError(f"{uri}: the database refused it ({str(exc).strip()})")),
+                 count=False)
+        added += done.created
+        duplicates += done.stored_again + done.recorded
+        by_sha256 += done.recorded
+        redo.extend(done.redo)
+        progress(done.inputs - len(done.redo))
 
     def write() -> None:
-        nonlocal added, duplicates, by_sha256
-        try:
-            stored = store_batch(conn, batch)
-        except ROW_ERRORS:  # one entry the database refuses: store the others one by one
-            stored = []
-            for entry in batch:
-                try:
-                    stored.extend(store_batch(conn, [entry]))
-                except ROW_ERRORS as exc:
-                    refused(entry.uri, exc)
-        created = sum(s.created for s in stored)
-        added += created
-        duplicates += len(stored) - created
-        recorded, redone = record_known()
-        duplicates += recorded
-        by_sha256 += recorded
-        progress(len(batch) + len(known) - redone)
-        batch.clear()
-        known.clear()
+        nonlocal writing, batch, known
+        settle()  # one batch at a time, in order, on the one connection
+        writing = writer.submit(_write_batch, conn, batch, known)
+        batch, known = [], []
 
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
     try:
         run = plan(conn, items, recheck)
         progress(run.skipped)
@@ -309,6 +341,7 @@ def ingest(conn: psycopg.Connection, items: Sequence[Item], *, workers: int | No
                     write()
             if batch or known:
                 write()
+            settle()
             if not redo:
                 break
             results = outcomes(list(redo), 0)  # rare: fingerprint them here
@@ -320,5 +353,7 @@ def ingest(conn: psycopg.Connection, items: Sequence[Item], *, workers: int | No
             conn.commit()
     except psycopg.Error as exc:
         raise shard_error(exc) or DatabaseError(f"the database failed during ingest: {str(exc).strip()}") from exc
+    finally:
+        writer.shutdown(wait=True)  # interrupted: the batch in flight commits or fails whole first
     return IngestSummary(total=len(items), added=added, duplicates=duplicates + run.skipped, skipped=run.skipped,
                          by_sha256=by_sha256, errors=tuple(errors), seconds=time.perf_counter() - started)
