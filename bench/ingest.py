@@ -104,17 +104,24 @@ def end_to_end(url: str, items: list[Item], workers: int) -> tuple[float, float,
     """(images/s of a first run, the same once the first batch is written (worker start-up
     excluded), inputs/s of a second run that finds every URI recorded, inputs/s of a run over
     copies of the files at new paths (bytes recognised by SHA-256, not fingerprinted))."""
-    marks: list[tuple[float, int]] = []
     with db.raw_connect(url) as conn, tempfile.TemporaryDirectory() as copies:
-        first = ingest(conn, items, workers=workers, progress=lambda n: marks.append((time.perf_counter(), n)))
+        first, steady = timed_ingest(conn, items, workers)
         again = ingest(conn, items, workers=workers)
         moved = [Item(str(shutil.copy(i.uri, Path(copies) / f"{n}{Path(i.uri).suffix}"))) for n, i in enumerate(items)]
         elsewhere = ingest(conn, moved, workers=workers)
     assert first.failed == 0 and again.skipped == len(items), (first, again)
     assert elsewhere.by_sha256 == len(items), elsewhere
+    return first.added / first.seconds, steady, len(items) / again.seconds, len(items) / elsewhere.seconds
+
+
+def timed_ingest(conn, items: list[Item], workers: int):
+    """(the ingest's summary, images/s between the first and the last batch written: without the
+    workers' start-up and the closing ANALYZE, which a 301-image run is short enough to feel)."""
+    marks: list[tuple[float, int]] = []
+    summary = ingest(conn, items, workers=workers, progress=lambda n: marks.append((time.perf_counter(), n)))
     done = [(t, n) for t, n in marks if n]
     steady = sum(n for _, n in done[1:]) / (done[-1][0] - done[0][0]) if len(done) > 1 else float("nan")
-    return first.added / first.seconds, steady, len(items) / again.seconds, len(items) / elsewhere.seconds
+    return summary, steady
 
 
 def store_rate(url: str, entries: list[Entry], rounds: int, tag: str, batch: int = 64) -> float:
@@ -182,6 +189,8 @@ def main() -> None:
                     help="only time the recorded-URI look-up over the synthetic URIs of an earlier run's database")
     ap.add_argument("--dupes-only", metavar="LEVELS",
                     help="only time `imgsearch dupes` at these levels (e.g. strict,normal) on that database")
+    ap.add_argument("--grown-only", type=int, metavar="ROUNDS",
+                    help="only time the end-to-end ingest ROUNDS times per --workers on that database as it is")
     args = ap.parse_args()
     server = EmbeddedServer(args.home.resolve())
     server.ensure_running()
@@ -203,6 +212,19 @@ def main() -> None:
     items = list(from_arguments([str(args.photos)]))
     files = [Path(i.uri) for i in items]
     workers = [int(w) for w in args.workers.split(",")]
+    if args.grown_only:
+        with db.raw_connect(server.url("bench_ingest")) as conn:
+            n = conn.execute("select count(*) as n from images").fetchone()["n"]
+            for w in workers:
+                for _ in range(args.grown_only):
+                    first, steady = timed_ingest(conn, items, w)
+                    uris = [i.uri for i in items]
+                    conn.execute("delete from images where id in "
+                                 "(select image_id from image_uris where uri = any(%(u)s))", {"u": uris})
+                    conn.commit()
+                    print(f"end to end, {w} worker(s), {n:,} images: {first.added / first.seconds:.1f} images/s, "
+                          f"{steady:.1f} after the first batch ({load()})", flush=True)
+        return
     rows: list[tuple[str, str, str]] = []
 
     def row(what: str, rate: float, unit: str = "images/s") -> None:
@@ -240,12 +262,13 @@ def main() -> None:
             conn.commit()
         for w in workers:
             with db.raw_connect(url) as conn:
-                first = ingest(conn, items, workers=w)
+                first, steady = timed_ingest(conn, items, w)
                 again = ingest(conn, items, workers=w)
                 conn.execute("delete from images where sha256 = any(%(s)s)",
                              {"s": [e.prepared.sha256 for e in entries]})
                 conn.commit()
             row(f"end to end, {w} worker(s), {big}", first.added / first.seconds)
+            row(f"  the same after the first batch (without worker start-up), {w} worker(s), {big}", steady)
             row(f"re-run, every URI recorded, {w} worker(s), {big}", len(items) / again.seconds, "inputs/s")
     print("\n| measurement | rate | machine load (1/5 min) |\n|---|---|---|")
     for what, rate, ld in rows:
