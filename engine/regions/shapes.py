@@ -44,7 +44,6 @@ UNIFORM_BORDER = 0.6  # share of border pixels within BORDER_TOLERANCE of the me
 BORDER_TOLERANCE = 12
 PRECHECK_SLACK = 0.2  # the full-size border may be this much less uniform than the resized one
 BACKGROUND_DISTANCE = 24  # a foreground pixel differs from the background by more (max over RGB)
-ALPHA_OPAQUE = 128
 MIN_FOREGROUND, MAX_FOREGROUND = 0.01, 0.95  # share of the image the object covers
 GENERIC_BITS = 8
 MIN_CUTOUT_TEXTURE = 1.0  # grey levels (standard deviation) of the cut-out in pHash's 32x32 copy
