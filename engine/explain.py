@@ -134,6 +134,12 @@ def box_area(box: Box) -> float:
     return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
 
 
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes x0, y0, x1, y1 (fractions or pixels alike)."""
+    inter = box_area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+    return inter / max(box_area(a) + box_area(b) - inter, 1e-9)
+
+
 @dataclass(frozen=True)
 class Explanation:
     relation: str

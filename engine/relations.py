@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from . import verify as verifymod
-from .explain import FULL, box_area
+from .explain import FULL, box_area, box_iou
 from .model import Box, Keypoints, Match
 
 PICTURE_IOU = 0.7  # the shared part is "a picture inside the picture" when it overlaps one this much
@@ -138,16 +138,9 @@ class Edge:
                 "mirrored": self.mirrored, "rotated": self.rotated}
 
 
-def _iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / max(box_area(a) + box_area(b) - inter, 1e-9)
-
-
 def _is_picture(info: ImageInfo, box: Box) -> bool:
     """Is this box (the frame of the other image mapped into this one) a picture found inside it?"""
-    return any(_iou(box, p) >= PICTURE_IOU for p in info.pictures)
+    return any(box_iou(box, p) >= PICTURE_IOU for p in info.pictures)
 
 
 def _picture_holding(info: ImageInfo, points) -> Box | None:
@@ -181,7 +174,7 @@ def siblings(q: ImageInfo, m: Match, s: ImageInfo, points) -> bool:
     if points is None:
         return False
     pq, ps = _picture_holding(q, points[0]), _picture_holding(s, points[1])
-    return pq is not None and ps is not None and _iou(_map_box(pq, m), ps) >= SAME_PICTURE_IOU
+    return pq is not None and ps is not None and box_iou(_map_box(pq, m), ps) >= SAME_PICTURE_IOU
 
 
 def matching_points(q_kp: Keypoints | None, s_kp: Keypoints | None) -> tuple[np.ndarray, np.ndarray] | None:

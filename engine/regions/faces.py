@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..explain import box_iou
 from ..model import Box
 
 CASCADE = "haarcascade_frontalface_default.xml"
@@ -133,7 +134,7 @@ def _cluster(hits: list[FaceRect]) -> list[FaceRect]:
     groups: list[list[FaceRect]] = []
     for hit in sorted(hits):
         for group in groups:
-            if _iou(hit, group[0]) >= CLUSTER_IOU:
+            if box_iou(_corners(hit), _corners(group[0])) >= CLUSTER_IOU:
                 group.append(hit)
                 break
         else:
@@ -186,8 +187,6 @@ def _same_face(a: FaceRect, b: FaceRect) -> bool:
     return abs(a[0] + a[2] / 2 - b[0] - b[2] / 2) < 0.5 * b[2] and abs(a[1] + a[3] / 2 - b[1] - b[3] / 2) < 0.5 * b[3]
 
 
-def _iou(a: FaceRect, b: FaceRect) -> float:
-    iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+def _corners(face: FaceRect) -> Box:
+    x, y, w, h = face
+    return x, y, x + w, y + h

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..explain import box_iou
 from ..model import Box
 
 WORK_SIDE = 1024
@@ -85,7 +86,7 @@ def find_pictures(image: Image.Image) -> tuple[list[Box], Box | None]:
         found.append(uncovered)
     boxes: list[PixelBox] = []
     for box in found:
-        if all(_iou(box, other) <= DUPLICATE_IOU for other in boxes):
+        if all(box_iou(box, other) <= DUPLICATE_IOU for other in boxes):
             boxes.append(box)
     fractions = [(x0 / w, y0 / h, x1 / w, y1 / h) for x0, y0, x1, y1 in boxes[:MAX_PICTURES]]
     return fractions, (None if uncovered is None else (uncovered[0] / w, uncovered[1] / h,
@@ -287,7 +288,7 @@ def rectangle_boxes(a: np.ndarray, edges: tuple[np.ndarray, np.ndarray] | None =
     for k in np.argsort(-evidence, kind="stable"):
         p, q = ps[k], qs[k]
         box = (int(x0[q]) + 1, int(y0[p]) + 1, int(x1[q]) + 1, int(y1[p]) + 1)
-        if all(_iou(box, other) <= RECT_OVERLAP for other in out):
+        if all(box_iou(box, other) <= RECT_OVERLAP for other in out):
             out.append(box)
             if len(out) >= MAX_RECTS:
                 break
@@ -346,9 +347,3 @@ def _coverage(edges: np.ndarray, line: np.ndarray, lo: np.ndarray, hi: np.ndarra
     share = (rows[:, hi + 1] - rows[:, lo + 1]) / np.maximum(1, hi - lo)[None, :]
     return np.where(((line < 0) | (line >= n - 1))[:, None], -1.0, share).astype(np.float32)
 
-
-def _iou(a: PixelBox, b: PixelBox) -> float:
-    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
