@@ -105,15 +105,44 @@ def match(query: Keypoints, stored: Keypoints) -> np.ndarray:
     return np.stack([qi[chosen], si[chosen]], axis=1)
 
 
-def _score(w: np.ndarray, t: np.ndarray, reflect: bool, geo: dict, tolerance: float) -> np.ndarray:
-    """Boolean (h, m): match j is an inlier of hypothesis (w[i], t[i]) by position, angle and size."""
-    zq = np.conj(geo["zq"]) if reflect else geo["zq"]
-    aq = -geo["aq"] if reflect else geo["aq"]
-    near = np.abs(w[:, None] * zq[None, :] + t[:, None] - geo["zs"][None, :]) < tolerance
-    turn = np.angle(w, deg=True)[:, None]
-    dangle = np.abs((geo["as"][None, :] - aq[None, :] - turn + 180.0) % 360.0 - 180.0) < ANGLE_TOLERANCE
-    dscale = np.abs(np.log(geo["ratio"][None, :] / np.abs(w)[:, None])) < np.log(SCALE_TOLERANCE)
-    return near & dangle & dscale
+@dataclass(frozen=True)
+class _Side:
+    """The tentative matches' geometry for hypotheses with or without a reflection: query positions
+    (conjugated under a reflection), stored positions, the cosine and sine of each match's angle
+    difference (stored minus query, the query's angle negated under a reflection) and the log of
+    its size ratio (stored / query). Computed once per verification, not per hypothesis."""
+
+    zq: np.ndarray
+    zs: np.ndarray
+    cos_turn: np.ndarray
+    sin_turn: np.ndarray
+    log_ratio: np.ndarray
+
+    @classmethod
+    def of(cls, geo: dict, reflect: bool) -> _Side:
+        turn = np.deg2rad(geo["as"] + geo["aq"] if reflect else geo["as"] - geo["aq"])
+        return cls(np.conj(geo["zq"]) if reflect else geo["zq"], geo["zs"], np.cos(turn), np.sin(turn),
+                   np.log(geo["ratio"]))
+
+
+_COS_ANGLE_TOLERANCE = float(np.cos(np.deg2rad(ANGLE_TOLERANCE)))
+_LOG_SCALE_TOLERANCE = float(np.log(SCALE_TOLERANCE))
+
+
+def _score(w: np.ndarray, t: np.ndarray, side: _Side, tolerance: float) -> np.ndarray:
+    """Boolean (h, m): match j is an inlier of hypothesis (w[i], t[i]) by position, angle and size.
+
+    Position: |w zq + t - zs| < tolerance (compared squared). Angle: the match's angle difference
+    within ANGLE_TOLERANCE of the hypothesis' rotation arg(w), i.e. the cosine of their difference
+    above cos(ANGLE_TOLERANCE). Size: |log(ratio) - log|w|| < log(SCALE_TOLERANCE).
+    """
+    diff = w[:, None] * side.zq[None, :] + (t[:, None] - side.zs[None, :])
+    near = diff.real ** 2 + diff.imag ** 2 < tolerance * tolerance
+    size = np.abs(w)
+    unit = w / size  # cos and sin of the hypothesis' rotation
+    turned = side.cos_turn[None, :] * unit.real[:, None] + side.sin_turn[None, :] * unit.imag[:, None]
+    scaled = np.abs(side.log_ratio[None, :] - np.log(size)[:, None]) < _LOG_SCALE_TOLERANCE
+    return near & (turned > _COS_ANGLE_TOLERANCE) & scaled
 
 
 def _fit(zq: np.ndarray, zs: np.ndarray) -> tuple[complex, complex]:
@@ -182,31 +211,32 @@ def verify(query: Keypoints, stored: Keypoints, min_inliers: int = MIN_INLIERS, 
     else:
         a, b = rng.integers(0, m, HYPOTHESES), rng.integers(0, m, HYPOTHESES)
     best: tuple[int, bool, complex, complex] | None = None
-    for reflect in (False, True):
-        zq = np.conj(geo["zq"]) if reflect else geo["zq"]
-        dq, ds = zq[b] - zq[a], geo["zs"][b] - geo["zs"][a]
+    sides = {reflect: _Side.of(geo, reflect) for reflect in (False, True)}
+    for reflect, side in sides.items():
+        zq = side.zq
+        dq, ds = zq[b] - zq[a], side.zs[b] - side.zs[a]
         ok = (np.abs(dq) > 4) & (np.abs(ds) > 4)
         if not ok.any():
             continue
         w = ds[ok] / dq[ok]
-        t = geo["zs"][a[ok]] - w * zq[a[ok]]
+        t = side.zs[a[ok]] - w * zq[a[ok]]
         sane = (np.abs(w) > 1 / 16) & (np.abs(w) < 16)
         if not sane.any():
             continue
-        counts = _score(w[sane], t[sane], reflect, geo, tolerance).sum(axis=1)
+        counts = _score(w[sane], t[sane], side, tolerance).sum(axis=1)
         i = int(np.argmax(counts))
         if best is None or counts[i] > best[0]:
             best = (int(counts[i]), reflect, w[sane][i], t[sane][i])
     if best is None or best[0] < 3:
         return None
     _, reflect, w, t = best
-    zq = np.conj(geo["zq"]) if reflect else geo["zq"]
-    inliers = _score(np.array([w]), np.array([t]), reflect, geo, tolerance)[0]
+    side = sides[reflect]
+    inliers = _score(np.array([w]), np.array([t]), side, tolerance)[0]
     for _ in range(2):  # refine on the inliers
-        w, t = _fit(zq[inliers], geo["zs"][inliers])
+        w, t = _fit(side.zq[inliers], side.zs[inliers])
         if not 1 / 16 < abs(w) < 16:
             return None
-        refined = _score(np.array([w]), np.array([t]), reflect, geo, tolerance)[0]
+        refined = _score(np.array([w]), np.array([t]), side, tolerance)[0]
         if refined.sum() < 3:
             break
         inliers = refined
