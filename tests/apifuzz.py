@@ -25,6 +25,7 @@ LOOPBACK = {"127.0.0.1", "::1"}
 def loopback_only():
     """Patch the fetcher and sockets of this process; yields the list of refused connect attempts."""
     refused: list[str] = []
+    # patched where the transport looks them up: engine.urlpolicy defines them, engine.fetch calls them
     real_check_url, real_resolve = fetch.check_url, fetch.system_resolve
     real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
 

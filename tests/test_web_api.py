@@ -2,7 +2,7 @@
 
 Every request goes through a socket to a server started here; URL fetches reach only a loopback
 file server started here (IMGSEARCH_ALLOW_PRIVATE_URLS on for that server). The refusal of other
-addresses is tested on the policy function in test_fetch.py, without sending anything.
+addresses is tested on the policy function in test_urlpolicy.py, without sending anything.
 """
 
 from __future__ import annotations
