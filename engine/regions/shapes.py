@@ -130,8 +130,12 @@ def _mask_from_background(a: np.ndarray) -> np.ndarray | None:
     colour = np.median(border, axis=0)
     if _uniform_share(border) < UNIFORM_BORDER:
         return None
-    far = np.abs(a.astype(np.int16) - colour).max(axis=2) > BACKGROUND_DISTANCE
-    return cv2.medianBlur(far.astype(np.uint8) * 255, 3).astype(np.float64) / 255
+    # background: every channel within BACKGROUND_DISTANCE of the colour (a half-integer median
+    # too), i.e. between these integer bounds; the rest is far from it (255)
+    low = np.clip(np.ceil(colour - BACKGROUND_DISTANCE), 0, 255)
+    high = np.clip(np.floor(colour + BACKGROUND_DISTANCE), 0, 255)
+    far = cv2.bitwise_not(cv2.inRange(a, low, high))
+    return cv2.medianBlur(far, 3).astype(np.float64) / 255
 
 
 def _cutout(weight: np.ndarray, ink: np.ndarray) -> Image.Image | None:
@@ -148,8 +152,8 @@ def _grey_image(values: np.ndarray) -> Image.Image:
 
 
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(mask)
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
+    return x, y, x + w, y + h
 
 
 def _fractions(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> Box:
