@@ -84,6 +84,10 @@ class Keypoints:
     def __len__(self) -> int:
         return len(self.descriptors)
 
+    def take(self, index) -> Keypoints:
+        """The keypoints at ``index`` (a numpy index), in the same frame."""
+        return Keypoints(self.size, self.xy[index], self.scale[index], self.angle[index], self.descriptors[index])
+
 
 @dataclass(frozen=True, eq=False)
 class Fingerprint:

@@ -58,6 +58,12 @@ GUIDE_MIN_DISTINCT = 5
 GUIDE_MAX_AREA = 0.5
 GUIDE_MARGIN = 0.1  # of the part's size, added on each side (ORB skips a border of 15 px)
 GUIDE_PER_QUERY = 4
+# Candidates ranked after the first SCREEN_FROM_RANK are verified after a screening pass
+# (verify.screened): it skips the full matching of most unrelated candidates, but can reject a near
+# fit that guided verification would accept. The two such crops on the kit's corpora ranked first,
+# with word scores 2.5x the next; with the first 4 exempt, every query of both corpora finds the
+# same sources as without screening (docs/benchmarks.md, "Screened verification").
+SCREEN_FROM_RANK = 4
 
 
 @dataclass(frozen=True)
@@ -214,14 +220,16 @@ FeatureChecks = tuple[Keypoints, list[tuple[Keypoints, verifymod.Verification | 
 
 
 def feature_checks(q: QueryFingerprint, cand: Candidate, details: dict,
-                   both_sides: bool = False) -> FeatureChecks | None:
+                   both_sides: bool = False, screen: bool = False) -> FeatureChecks | None:
     """The stored keypoints, and the RANSAC fit of each side of the query to verify against them
-    (None where nothing fits); None without keypoints on either side. The costly part of judging
-    (~6 ms a side): search() runs it for all candidates at once, in threads."""
+    (None where nothing fits); None without keypoints on either side. ``screen``: use
+    verify.screened (a cheaper rejection of unrelated pairs). The costly part of judging (~3 ms a
+    side): search() runs it for all candidates at once, in threads."""
     if not details.get("keypoints") or q.fp.keypoints is None:
         return None
     stored_kp = kpmod.from_bytes(details["keypoints"])
-    return stored_kp, [(kp, verifymod.verify(kp, stored_kp, min_inliers=GUIDE_MIN_DISTINCT))
+    check = verifymod.screened if screen else verifymod.verify
+    return stored_kp, [(kp, check(kp, stored_kp, min_inliers=GUIDE_MIN_DISTINCT))
                        for kp in _sides_to_verify(q, cand, both_sides)]
 
 
@@ -312,9 +320,10 @@ def search(conn: psycopg.Connection, q: QueryFingerprint, *, limit: int = 10, mi
     ranked = [c for c in ranked if c.image_id in details]
     # the feature checks of every candidate that is no copy, at once, in threads (OpenCV's matcher
     # and numpy's large array operations release the GIL); then judged in rank order as before
-    costly = [c for c in ranked if _copy_verdict(q, c, details[c.image_id]) is None]
-    checks = dict(zip((c.image_id for c in costly),
-                      threads.map_in_threads(lambda c: feature_checks(q, c, details[c.image_id], both_sides), costly),
+    costly = [(rank, c) for rank, c in enumerate(ranked) if _copy_verdict(q, c, details[c.image_id]) is None]
+    checks = dict(zip((c.image_id for _, c in costly),
+                      threads.map_in_threads(lambda rc: feature_checks(q, rc[1], details[rc[1].image_id], both_sides,
+                                                                       screen=rc[0] >= SCREEN_FROM_RANK), costly),
                       strict=True))
     for cand in ranked:
         verdict = judge(q, cand, details[cand.image_id], guided, both_sides, checks.get(cand.image_id))

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
 from engine import db
+from engine import search as searchmod
 from engine.fingerprint import fingerprint, query_fingerprint
 from engine.search import search
 from engine.store import delete, store
@@ -107,6 +108,22 @@ def test_threads_change_nothing_but_the_time(conn, stored, monkeypatch):
     assert answers[0] == answers[1] and answers[0][3]
 
 
+def test_screening_changes_nothing_but_the_time(conn, stored, monkeypatch):
+    """Candidates verified after a screening pass (verify.screened), here all of them, give the
+    same matches, scores and boxes as candidates verified in full at once: a crop, a mirrored
+    crop, and unrelated photos (whose candidates the screening rejects)."""
+    im = rgb("photos/palapeli__cincinnati-bridge.jpg")
+    w, h = im.size
+    crop = im.crop((w // 4, h // 5, w * 3 // 4, h * 4 // 5))
+    queries = [jpeg(crop), jpeg(crop.transpose(Image.FLIP_LEFT_RIGHT))] + [jpeg(rgb(rel)) for rel in UNRELATED]
+    answers = []
+    for first_screened in (10**6, 0):
+        monkeypatch.setattr(searchmod, "SCREEN_FROM_RANK", first_screened)
+        answers.append([[m.to_json() for m in find(conn, data)] for data in queries])
+    assert answers[0] == answers[1]
+    assert answers[0][0] and answers[0][1] and not any(answers[0][2:])
+
+
 def test_a_composite_finds_each_part_and_where_it_lies(conn, stored):
     parts = ["photos/gcompris__tajMahal.jpg", "photos/skimage__chelsea.jpg"]
     canvas = Image.new("RGB", (1200, 600), (250, 250, 250))
@@ -156,8 +173,6 @@ def seamless_collage(source: str, others: list[str], position: int, cell=(400, 3
 def test_one_cell_of_a_seamless_collage_is_found_by_guided_verification(conn, stored, monkeypatch):
     """The cell holds ~1/6 of the query's keypoints: the fit is right but short of the threshold
     until that cell is described on its own."""
-    from engine import search as searchmod
-
     others = ["photos/gcompris__hammer1.jpg", "photos/gcompris__kitten.jpg", "photos/gcompris__saturn.jpg",
               "photos/scratch__lake.jpg", "photos/gcompris__sea3.jpg"]  # none of them stored
     data = seamless_collage(STORED[0], others, position=2)

@@ -9,7 +9,16 @@ import pytest
 from PIL import Image
 
 from engine import keypoints as K
-from engine.verify import MIN_INLIERS, Transform, _on_one_curve, shared_boxes, verify
+from engine.verify import (
+    MIN_INLIERS,
+    SCREEN_MIN_KEYPOINTS,
+    SCREEN_SKIP,
+    Transform,
+    _on_one_curve,
+    screened,
+    shared_boxes,
+    verify,
+)
 
 DATA = Path(__file__).parent / "data" / "kp"
 
@@ -107,3 +116,37 @@ def test_inliers_on_one_line_or_circle_are_degenerate():
     assert _on_one_curve(circle, (640, 480)) == 1.0
     assert _on_one_curve(line, (640, 480)) == 1.0
     assert _on_one_curve(spread, (640, 480)) < 0.3
+
+
+def query_keypoints(image: Image.Image) -> K.Keypoints:
+    """Described as a query is (more keypoints than a stored image: the case screening is for)."""
+    return K.extract(image, K.QUERY_FEATURES, K.QUERY_WORKING_SIDE, grid=K.QUERY_GRID)
+
+
+@pytest.mark.parametrize("box", [(0.1, 0.2, 0.6, 0.8), (0.3, 0.3, 0.7, 0.7)])
+def test_screened_verification_gives_the_full_result_when_the_sample_fits(coffee, stored, box):
+    w, h = coffee.size
+    crop = coffee.crop((round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)))
+    query = query_keypoints(crop.resize((crop.width * 2, crop.height * 2), Image.BICUBIC))
+    assert len(query) >= SCREEN_MIN_KEYPOINTS
+    full, screened_ = verify(query, stored), screened(query, stored)
+    assert full is not None and full.accepted
+    assert screened_ == full  # the same fit: screening only decides whether to run it
+
+
+def test_screening_rejects_unrelated_photos_on_the_sample(stored):
+    for name in ("skimage__camera.jpg", "skimage__chelsea.jpg"):
+        query = query_keypoints(Image.open(DATA / name).convert("RGB"))
+        sample = query.take(np.arange(len(query)) % SCREEN_SKIP != 0)
+        assert len(sample) < len(query)
+        assert verify(sample, stored, min_inliers=1) is None  # what screened() rejects on
+        assert screened(query, stored) is None
+
+
+def test_keypoints_take_keeps_each_keypoint_whole():
+    kp = K.extract(Image.open(DATA / "skimage__chelsea.jpg").convert("RGB"))
+    part = kp.take(np.array([3, 0, 7]))
+    assert part.size == kp.size and len(part) == 3
+    for i, j in enumerate((3, 0, 7)):
+        assert (part.xy[i] == kp.xy[j]).all() and part.scale[i] == kp.scale[j] and part.angle[i] == kp.angle[j]
+        assert (part.descriptors[i] == kp.descriptors[j]).all()
