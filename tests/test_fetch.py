@@ -21,6 +21,7 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+from helpers_urls import resolver
 
 from engine import urlpolicy
 from engine.config import Settings, load_settings
@@ -69,14 +70,6 @@ def settings(**changes) -> Settings:
     base = Settings(database_url=None, home=Path("/nonexistent"), max_pixels=90_000_000, max_bytes=100_000,
                     allow_private_urls=True, fetch_timeout_s=3.0)
     return dataclasses.replace(base, **changes)
-
-
-def resolver(table: dict[str, list[str]], calls: list[str] | None = None):
-    def resolve(host: str, port: int) -> list[str]:
-        if calls is not None:
-            calls.append(host)
-        return table[host]
-    return resolve
 
 
 # --- settings ------------------------------------------------------------------------------------------

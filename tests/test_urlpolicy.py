@@ -13,6 +13,7 @@ import re
 import socket
 
 import pytest
+from helpers_urls import resolver
 
 from engine.errors import FetchError, URLRefusedError
 from engine.urlpolicy import check_address, check_url
@@ -27,14 +28,6 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-
-
-def resolver(table: dict[str, list[str]], calls: list[str] | None = None):
-    def resolve(host: str, port: int) -> list[str]:
-        if calls is not None:
-            calls.append(host)
-        return table[host]
-    return resolve
 
 
 def never_resolve(host: str, port: int):
