@@ -35,8 +35,8 @@ ANGLE_TOLERANCE = 25.0  # degrees between a keypoint's angle and the model's rot
 SCALE_TOLERANCE = 2.2  # factor between keypoint size ratio and the model's scale
 GRID = 64  # distinct inliers: occupied cells of a GRID x GRID grid on each image
 CURVE_SHARE = 0.8  # inliers on one line or circle: any disc matches any other disc, any edge any edge
-# screened(): a first pass with every other query keypoint (without every SCREEN_SKIP-th) rejects a
-# pair in which that sample fits nothing; only the others are matched in full
+# screened(): a first pass without every SCREEN_SKIP-th query keypoint (2: half of them) rejects
+# a pair in which that sample fits nothing; only the other pairs are matched in full
 SCREEN_SKIP = 2
 SCREEN_MIN_KEYPOINTS = 400  # smaller queries are matched in full at once
 
