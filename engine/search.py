@@ -62,7 +62,7 @@ GUIDE_PER_QUERY = 4
 # (verify.screened): it skips the full matching of most unrelated candidates, but can reject a near
 # fit that guided verification would accept. The two such crops on the kit's corpora ranked first,
 # with word scores 2.5x the next; with the first 4 exempt, every query of both corpora finds the
-# same sources as without screening (docs/benchmarks.md, "Screened verification").
+# same sources as without screening (bench/screening.py; docs/benchmarks.md, "Screened verification").
 SCREEN_FROM_RANK = 4
 
 
