@@ -95,7 +95,7 @@ def screened(query: Keypoints, stored: Keypoints, min_inliers: int = MIN_INLIERS
     curve), the pair is rejected; else it is verified in full, with the same result as
     :func:`verify`. Matching is most of a verification's cost (1000 x 500 descriptors), and most
     candidates are unrelated. On the kit's two corpora (bench/screening.py: 2,374 and 2,418 pairs)
-    the half sample rejected all but 3 on each of the pairs the full pass rejects, in half the time,
+    the half sample rejected all but 3 per corpus of the pairs the full pass rejects, in half the time,
     and kept 167 of the 168 it accepts, but also rejected 10 of the 35 near fits (5-11 distinct
     inliers) that guided verification may still accept: search screens only the candidates ranked
     after its first few.
