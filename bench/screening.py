@@ -31,7 +31,6 @@ os.environ.setdefault("IMGSEARCH_SEARCH_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import cv2  # noqa: E402
-import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine import db  # noqa: E402
@@ -72,7 +71,7 @@ def replay(pairs: list[tuple], skip: int) -> dict:
         t = time.perf_counter()
         full = verifymod.verify(query, stored, min_inliers=searchmod.GUIDE_MIN_DISTINCT)
         t1 = time.perf_counter()
-        sample = verifymod.verify(query.take(np.arange(len(query)) % skip != 0), stored, min_inliers=1)
+        sample = verifymod.verify(verifymod.screening_sample(query, skip), stored, min_inliers=1)
         t2 = time.perf_counter()
         full_s, first_s = full_s + t1 - t, first_s + t2 - t1
         total[outcome(full)] += 1

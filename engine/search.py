@@ -320,10 +320,11 @@ def search(conn: psycopg.Connection, q: QueryFingerprint, *, limit: int = 10, mi
     ranked = [c for c in ranked if c.image_id in details]
     # the feature checks of every candidate that is no copy, at once, in threads (OpenCV's matcher
     # and numpy's large array operations release the GIL); then judged in rank order as before
-    costly = [(rank, c) for rank, c in enumerate(ranked) if _copy_verdict(q, c, details[c.image_id]) is None]
-    checks = dict(zip((c.image_id for _, c in costly),
-                      threads.map_in_threads(lambda rc: feature_checks(q, rc[1], details[rc[1].image_id], both_sides,
-                                                                       screen=rc[0] >= SCREEN_FROM_RANK), costly),
+    costly = [c for c in ranked if _copy_verdict(q, c, details[c.image_id]) is None]
+    screen = {c.image_id for c in ranked[SCREEN_FROM_RANK:]}
+    checks = dict(zip((c.image_id for c in costly),
+                      threads.map_in_threads(lambda c: feature_checks(q, c, details[c.image_id], both_sides,
+                                                                      screen=c.image_id in screen), costly),
                       strict=True))
     for cand in ranked:
         verdict = judge(q, cand, details[cand.image_id], guided, both_sides, checks.get(cand.image_id))

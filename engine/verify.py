@@ -101,10 +101,15 @@ def screened(query: Keypoints, stored: Keypoints, min_inliers: int = MIN_INLIERS
     after its first few.
     """
     if len(query) >= SCREEN_MIN_KEYPOINTS and SCREEN_SKIP > 1:
-        sample = query.take(np.arange(len(query)) % SCREEN_SKIP != 0)
-        if verify(sample, stored, min_inliers=1) is None:
+        if verify(screening_sample(query), stored, min_inliers=1) is None:
             return None
     return verify(query, stored, min_inliers=min_inliers)
+
+
+def screening_sample(query: Keypoints, skip: int | None = None) -> Keypoints:
+    """The keypoints :func:`screened` matches first: all but every ``skip``-th (default SCREEN_SKIP)."""
+    skip = SCREEN_SKIP if skip is None else skip
+    return query.take(np.arange(len(query)) % skip != 0)
 
 
 def _as_complex(xy: np.ndarray) -> np.ndarray:
