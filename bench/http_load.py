@@ -21,7 +21,9 @@ Usage (the figures in docs/benchmarks.md):
   imgsearch serve --workers 2 --port 8100 &
   python bench/http_load.py run --url http://127.0.0.1:8100 --pool ../shared/eval/pool --clients 16 --duration 60
 
-Prints one JSON line with the figures (also the machine's load average before and after).
+Prints one JSON line with the figures (also the machine's load average before and after, and on
+Linux `cpu_ms_per_search`: the CPU time the server's processes, PostgreSQL, this load generator
+and the whole machine spent during the run, divided by the searches served).
 """
 
 from __future__ import annotations
@@ -211,6 +213,40 @@ async def load(args, queries, stored_ids) -> dict:
             "top1_is_source": round(found / ok, 3) if ok else None}
 
 
+def cpu_seconds() -> dict[str, float] | None:
+    """CPU time (user + system) so far of the server (processes whose command line says
+    `imgsearch serve`, with their children: uvicorn's workers), every process named postgres (any
+    other PostgreSQL server on the machine too: stop idle ones), this load generator, and the whole
+    machine's busy time; None where /proc is missing (not Linux)."""
+    proc = Path("/proc")
+    if not (proc / "stat").exists():
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, cpu, names = {}, {}, {}
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmdline = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+        pid = int(d.name)
+        parent[pid], cpu[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+        names[pid] = (stat[stat.index("(") + 1:stat.rindex(")")], cmdline)
+    server = {pid for pid, (_, cmd) in names.items() if "imgsearch serve" in cmd}
+    grown = True
+    while grown:  # descendants
+        more = {pid for pid, ppid in parent.items() if ppid in server} - server
+        grown, server = bool(more), server | more
+    busy = [int(v) for v in (proc / "stat").read_text().split("\n")[0].split()[1:]]
+    return {"server": sum(cpu[p] for p in server),
+            "postgres": sum(c for p, c in cpu.items() if names[p][0] == "postgres"),
+            "load_generator": sum(os.times()[:2]),
+            "machine": (sum(busy) - busy[3] - busy[4]) / tick}  # all but idle and iowait
+
+
 def run(args) -> None:
     import httpx
 
@@ -224,7 +260,12 @@ def run(args) -> None:
         stored_ids = [img["id"] for img in page if img["format"] != "SYNTHETIC"]
     load_before = os.getloadavg()
     log(f"{len(queries)} distinct queries; database {stats['counts']}; load {load_before}")
+    cpu_before = cpu_seconds()
     result = asyncio.run(load(args, queries, stored_ids))
+    cpu_after = cpu_seconds()
+    if cpu_before and cpu_after and result["ok"]:  # CPU ms a search, by where it was spent
+        result["cpu_ms_per_search"] = {k: round((cpu_after[k] - cpu_before[k]) * 1000 / result["ok"], 1)
+                                       for k in cpu_before}
     result.update({"regions": stats["counts"]["regions"], "images": stats["counts"]["images"],
                    "distinct_queries": len(queries), "cpus": os.cpu_count(),
                    "loadavg_before": [round(x, 2) for x in load_before],
