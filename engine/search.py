@@ -35,8 +35,12 @@ REGION_RADIUS = 6  # pHash bits: every query hash against every stored region (d
 # Icon silhouettes and cut-outs vary more with the background they were flattened onto; they are
 # few (about one of each per image), so a wider radius costs little (bench/regions.py).
 KIND_RADIUS = {"shape": 8, "cutout": 8}
-GLOBAL_TRUSTED_BITS = 4  # a global pHash this close is a copy without further proof
-PDQ_CONFIRM_BITS = 56  # PDQ (256 bits) this close confirms a looser global pHash hit
+# PDQ (256 bits) this close, in the same turn, confirms a global pHash hit; no pHash hit is a copy
+# without it: images of one kind (star fields: a bright round blob on black) share pHashes within
+# 0-4 bits, often in another turn, where their PDQs are 58-116 bits apart; on both kit corpora the
+# true copies within 4 bits are 22-48 apart, bar two turned icons (docs/benchmarks.md,
+# "Copies that PDQ must confirm")
+PDQ_CONFIRM_BITS = 56
 # A single textured face/picture region this close is proof enough (bench/regions.py: no wrong
 # image within 6 bits of any query region on the corpus); silhouettes need a second agreeing hit
 # unless (nearly) identical.
@@ -203,16 +207,14 @@ def _guided(q: QueryFingerprint, near: verifymod.Verification, mirrored: bool,
 
 def _copy_verdict(q: QueryFingerprint, cand: Candidate, details: dict) -> Verdict | None:
     """0. the same bytes; 1. global <-> global: the whole query is a (transformed) copy of the
-    whole stored image, by a close pHash or one that PDQ confirms."""
+    whole stored image: a global pHash hit that PDQ confirms in the same turn (the closest such)."""
     if cand.exact:
         return Verdict(_global_explanation("identity", True), 100, 0, ("sha256",))
-    globals_ = [h for h in cand.hash_hits if h[0].kind == "global" and h[1] == "global"]
-    if globals_:
-        qh, _, _, bits = min(globals_, key=lambda h: h[3])
-        pdq_bits = q.pdq_variants[qh.variant] - Hash.from_bitstring(details["pdq"])
-        if bits <= GLOBAL_TRUSTED_BITS or pdq_bits <= PDQ_CONFIRM_BITS:
-            return Verdict(_global_explanation(qh.variant, False), score(distance_bits=bits), bits,
-                           ("global", "pdq") if bits > GLOBAL_TRUSTED_BITS else ("global",))
+    globals_ = sorted((h for h in cand.hash_hits if h[0].kind == "global" and h[1] == "global"), key=lambda h: h[3])
+    stored_pdq = Hash.from_bitstring(details["pdq"]) if globals_ else None
+    for qh, _, _, bits in globals_:
+        if q.pdq_variants[qh.variant] - stored_pdq <= PDQ_CONFIRM_BITS:
+            return Verdict(_global_explanation(qh.variant, False), score(distance_bits=bits), bits, ("global", "pdq"))
     return None
 
 

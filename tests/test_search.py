@@ -146,6 +146,22 @@ def test_unrelated_photos_match_nothing(conn, stored):
         assert find(conn, (POOL / rel).read_bytes()) == [], rel
 
 
+def test_a_close_phash_is_no_copy_unless_pdq_agrees(conn, stored):
+    """Star fields (a bright round blob on black) hash alike: m5's pHash, turned, is within 4 bits of
+    m63's, while their PDQs are far apart. The old rule took such a pHash for a copy on its own."""
+    other_fp = fingerprint(POOL / "distractors/stellarium__m63-vasey.jpg")
+    q = query_fingerprint(jpeg(rgb("distractors/stellarium__m5.jpg"), 75), name="query")
+    turn = min(q.phash_variants, key=lambda v: q.phash_variants[v] - other_fp.phash)
+    assert q.phash_variants[turn] - other_fp.phash <= 4  # the premise: a close pHash ...
+    assert q.pdq_variants[turn] - other_fp.pdq > searchmod.PDQ_CONFIRM_BITS  # ... that PDQ contradicts
+    other = store(conn, other_fp, "m63").image_id
+    try:
+        matches = search(conn, q)
+        assert not any(m.id == other and m.relation in ("duplicate", "near_duplicate") for m in matches)
+    finally:
+        delete(conn, other)
+
+
 def test_limit_and_min_score(conn, stored):
     rel = "photos/skimage__coffee.jpg"
     assert len(find(conn, (POOL / rel).read_bytes(), limit=1)) == 1
