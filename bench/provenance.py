@@ -149,7 +149,8 @@ def main() -> None:
         server = EmbeddedServer(work / "home")
         os.environ["DATABASE_URL"] = server.ensure_running()
     from engine import db, provenance
-    from engine.ingest import ingest_files
+    from engine.ingest import ingest
+    from engine.sources import Item
 
     if args.no_quality:
         provenance.encoding_quality = lambda *a, **k: None
@@ -158,7 +159,7 @@ def main() -> None:
     try:
         with db.connect() as conn:
             t = time.perf_counter()
-            ingested = ingest_files(conn, files, workers=args.workers)
+            ingested = ingest(conn, [Item(str(f.resolve())) for f in files], workers=args.workers)
             ingest_s = time.perf_counter() - t
             print(f"ingest: {ingested.added} images in {ingest_s:.1f} s ({ingested.added / ingest_s:.1f}/s, "
                   f"{args.workers} workers)", flush=True)
