@@ -28,6 +28,7 @@ from .search import (
     Candidate,
     _compatible,
     judge,
+    parts_agree,
     query_hashes,
 )
 
@@ -75,7 +76,7 @@ def compare(a: QueryFingerprint, b: Fingerprint, radius: int = DEFAULT_RADIUS) -
     details = {"width": b.width, "height": b.height, "pdq": b.pdq.bitstring(),
                "keypoints": kpmod.to_bytes(b.keypoints) if b.keypoints is not None and len(b.keypoints) else None}
     verdict = judge(a, cand, details)
-    if verdict is None:
+    if verdict is None or not parts_agree(a, verdict, details, b.thumbnail):
         return Comparison(False)
     e = mark_composites([verdict.explanation])[0]
     return Comparison(True, verdict.score, e.relation, e.mirrored, e.rotated, verdict.distance, verdict.inliers,

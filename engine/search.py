@@ -12,16 +12,19 @@
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass, field
 
 import psycopg
+from PIL import Image
 
-from . import hamming, threads, wordvotes
+from . import hamming, pdq, threads, wordvotes
 from . import keypoints as kpmod
 from . import verify as verifymod
 from .explain import Explanation, Similarity, box_area, explain, from_boxes, mark_composites, score
 from .fingerprint import QueryFingerprint
+from .hashes import box_pixels
 from .model import Box, Hash, Keypoints, Match
 from .queries import query
 
@@ -39,12 +42,14 @@ KIND_RADIUS = {"shape": 8, "cutout": 8}
 # without it: images of one kind (star fields: a bright round blob on black) share pHashes within
 # 0-4 bits, often in another turn, where their PDQs are 58-116 bits apart; on both kit corpora the
 # true copies within 4 bits are 22-48 apart, bar two turned icons (docs/benchmarks.md,
-# "Copies that PDQ must confirm")
+# "What PDQ must confirm")
 PDQ_CONFIRM_BITS = 56
 # A single textured face/picture region this close is proof enough (bench/regions.py: no wrong
 # image within 6 bits of any query region on the corpus); silhouettes need a second agreeing hit
-# unless (nearly) identical.
+# unless (nearly) identical. Unless both are faces, the two parts such a region matches must also
+# agree by PDQ (parts_agree): star fields' picture regions hash alike as their whole images do.
 REGION_TRUSTED_BITS = {"face": 6, "picture": 6, "shape": 2, "cutout": 2}
+MIN_PART_PX = 16  # parts_agree: smaller parts (of the stored thumbnail, say) are not checked
 WORD_CANDIDATES = 20  # images with the best visual-word scores that are verified (bench/keypoints.py)
 MIN_WORD_SCORE = 1
 STOP_WORD_SHARE = 0.02  # words in more than this share of the images are skipped ...
@@ -178,6 +183,9 @@ class Verdict:
     distance: int | None
     evidence: tuple[str, ...]
     inliers: int | None = None
+    # the region hits a single-region verdict rests on, whose parts PDQ must still confirm
+    # (parts_agree, with the stored thumbnail); empty when nothing is left to check
+    unconfirmed: tuple = ()
 
 
 def _sides_to_verify(q: QueryFingerprint, cand: Candidate, both_sides: bool = False) -> list:
@@ -241,7 +249,9 @@ def judge(q: QueryFingerprint, cand: Candidate, details: dict, guided: list[int]
 
     ``guided``: a one-item counter of the guided verifications left for this query (none if None);
     ``both_sides``: verify a word-only candidate on the plain and the mirrored keypoints;
-    ``checks``: ``feature_checks`` done already (they are done here otherwise)."""
+    ``checks``: ``feature_checks`` done already (they are done here otherwise). A verdict that
+    rests on one region hit carries it in ``unconfirmed``: the caller, which can read the stored
+    thumbnail, still checks it with :func:`parts_agree`."""
     qsize = (q.fp.width, q.fp.height)
     ssize = (details["width"], details["height"])
     copy = _copy_verdict(q, cand, details)
@@ -276,16 +286,66 @@ def judge(q: QueryFingerprint, cand: Candidate, details: dict, guided: list[int]
     # 3. region hashes that agree on one geometry, or one close textured region
     region_hits = [h for h in cand.hash_hits if not (h[0].kind == "global" and h[1] == "global")]
     if region_hits:
-        sims = [from_boxes(_px(qh.box, qsize), _px(sbox, ssize)) for qh, _, sbox, _ in region_hits]
+        # one hit per pair of regions (the closest): the whole query's 8 turns are one region, and
+        # two of its turns on one stored region are not two regions that agree
+        pairs = list({(h[0].kind, h[0].box, h[1], h[2]): h for h in sorted(region_hits, key=lambda h: -h[3])}.values())
+        sims = [from_boxes(_px(qh.box, qsize), _px(sbox, ssize)) for qh, _, sbox, _ in pairs]
         sim, n = _agreeing(sims, ssize)
         bits = min(h[3] for h in region_hits)
-        trusted = any(h[3] <= REGION_TRUSTED_BITS.get(h[0].kind if h[0].kind != "global" else h[1], -1)
-                      for h in region_hits)
+        trusted = [h for h in region_hits
+                   if h[3] <= REGION_TRUSTED_BITS.get(h[0].kind if h[0].kind != "global" else h[1], -1)]
         if n >= 2 or trusted:
             e = explain(qsize, ssize, sim)
             kinds = tuple(sorted({h[1] if h[0].kind == "global" else h[0].kind for h in region_hits}))
-            return Verdict(e, score(distance_bits=bits, agreeing_regions=n), bits, kinds)
+            unchecked = n >= 2 or any(not _part_check_needed(h) for h in trusted)
+            return Verdict(e, score(distance_bits=bits, agreeing_regions=n), bits, kinds,
+                           unconfirmed=() if unchecked else tuple(trusted))
     return None
+
+
+def _part_check_needed(hit) -> bool:
+    """Whether a trusted region hit needs its parts compared by PDQ: not two faces (the face
+    detector found both), not silhouettes (their own kinds, with their own rules)."""
+    qkind, skind = hit[0].kind, hit[1]
+    if qkind in SELF_ONLY_KINDS or skind in SELF_ONLY_KINDS:
+        return False
+    return not (qkind == "face" and skind == "face")
+
+
+def _part_pdq(pixels: Image.Image, box: Box) -> Hash | None:
+    x0, y0, x1, y1 = box_pixels(box, pixels.size)
+    if min(x1 - x0, y1 - y0) < MIN_PART_PX:
+        return None
+    return pdq.pdq_hash(pixels.crop((x0, y0, x1, y1)))[0]
+
+
+def parts_agree(q: QueryFingerprint, verdict: Verdict, details: dict, thumbnail: bytes | None) -> bool:
+    """Whether a verdict resting on one region hit (``verdict.unconfirmed``) is confirmed: the two
+    parts that hit matches have PDQs within PDQ_CONFIRM_BITS, for one of the hits. The query's
+    part: its PDQ in that turn if it is the whole query, else a PDQ of the part of its working
+    image; the stored part: the stored PDQ if it is the whole image, else a PDQ of the part of
+    its ``thumbnail`` (JPEG bytes). A part that cannot be seen (a query without pixels, made
+    from a stored fingerprint; no thumbnail; under MIN_PART_PX) leaves the hit as trusted as
+    before. Measured: docs/benchmarks.md, "What PDQ must confirm"."""
+    if not verdict.unconfirmed:
+        return True
+    working = Image.fromarray(q.working) if q.working is not None else None
+    thumb = None
+    for qh, skind, sbox, _ in verdict.unconfirmed:
+        if qh.kind == "global":
+            qpart = q.pdq_variants.get(qh.variant)
+        else:
+            qpart = _part_pdq(working, qh.box) if working is not None else None
+        if skind == "global":
+            spart = Hash.from_bitstring(details["pdq"])
+        else:
+            if thumb is None and thumbnail is not None:
+                with Image.open(io.BytesIO(thumbnail)) as opened:
+                    thumb = opened.convert("RGB")
+            spart = _part_pdq(thumb, sbox) if thumb is not None else None
+        if qpart is None or spart is None or qpart - spart <= PDQ_CONFIRM_BITS:
+            return True
+    return False
 
 
 def search(conn: psycopg.Connection, q: QueryFingerprint, *, limit: int = 10, min_score: int = 0,
@@ -332,6 +392,12 @@ def search(conn: psycopg.Connection, q: QueryFingerprint, *, limit: int = 10, mi
         verdict = judge(q, cand, details[cand.image_id], guided, both_sides, checks.get(cand.image_id))
         if verdict is not None:
             judged.append((cand, verdict))
+    pending = [cand.image_id for cand, v in judged if v.unconfirmed]
+    if pending:  # single-region verdicts: their parts compared by PDQ, with the stored thumbnails
+        thumbnails = {r["id"]: bytes(r["thumbnail"])
+                      for r in conn.execute(query("thumbnails_by_id"), {"ids": pending}).fetchall()}
+        judged = [(c, v) for c, v in judged
+                  if parts_agree(q, v, details[c.image_id], thumbnails.get(c.image_id))]
     lap("verify")
     explanations = mark_composites([v.explanation for _, v in judged])
     matches = []

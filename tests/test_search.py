@@ -146,20 +146,43 @@ def test_unrelated_photos_match_nothing(conn, stored):
         assert find(conn, (POOL / rel).read_bytes()) == [], rel
 
 
-def test_a_close_phash_is_no_copy_unless_pdq_agrees(conn, stored):
+def test_star_fields_that_hash_alike_do_not_match(conn, stored):
     """Star fields (a bright round blob on black) hash alike: m5's pHash, turned, is within 4 bits of
-    m63's, while their PDQs are far apart. The old rule took such a pHash for a copy on its own."""
+    m63's, and within 6 of the picture region around m63's blob, while their PDQs are far apart.
+    The old rules took the close pHash for a copy, then (PDQ asked of copies only) two turns of m5
+    on that one region for two regions that agree."""
     other_fp = fingerprint(POOL / "distractors/stellarium__m63-vasey.jpg")
     q = query_fingerprint(jpeg(rgb("distractors/stellarium__m5.jpg"), 75), name="query")
     turn = min(q.phash_variants, key=lambda v: q.phash_variants[v] - other_fp.phash)
     assert q.phash_variants[turn] - other_fp.phash <= 4  # the premise: a close pHash ...
     assert q.pdq_variants[turn] - other_fp.pdq > searchmod.PDQ_CONFIRM_BITS  # ... that PDQ contradicts
+    pictures = [r for r in other_fp.regions if r.kind == "picture"]
+    assert any(v - r.hash <= searchmod.REGION_TRUSTED_BITS["picture"] for r in pictures
+               for v in q.phash_variants.values())  # ... and a close picture region
     other = store(conn, other_fp, "m63").image_id
     try:
-        matches = search(conn, q)
-        assert not any(m.id == other and m.relation in ("duplicate", "near_duplicate") for m in matches)
+        assert all(m.id != other for m in search(conn, q))
     finally:
         delete(conn, other)
+
+
+def test_a_picture_found_inside_a_stored_collage_is_still_confirmed(conn, stored, monkeypatch):
+    """The whole query on one picture region of a stored collage, with no keypoints to help: the
+    region's verdict stands, its two parts agreeing by PDQ (the query's, the collage thumbnail's)."""
+    monkeypatch.setattr(searchmod, "feature_checks", lambda *args, **kwargs: None)
+    parts = [rgb(rel).resize((320, 240)) for rel in ("photos/scratch__lake.jpg", "photos/kphotoalbum__snow.jpg")]
+    collage = Image.new("RGB", (680, 260), (255, 255, 255))
+    collage.paste(parts[0], (10, 10))
+    collage.paste(parts[1], (350, 10))
+    collage_fp = fingerprint(jpeg(collage))
+    assert sum(r.kind == "picture" for r in collage_fp.regions) >= 2
+    cid = store(conn, collage_fp, "collage").image_id
+    try:
+        matches = [m for m in find(conn, jpeg(parts[1].resize((400, 300)))) if m.id == cid]
+        assert matches and matches[0].relation in ("composite", "crop") and matches[0].evidence == ("picture",)
+        assert matches[0].target_box[0] > 0.45  # the right-hand cell
+    finally:
+        delete(conn, cid)
 
 
 def test_limit_and_min_score(conn, stored):

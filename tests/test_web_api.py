@@ -402,6 +402,10 @@ def test_compare(reader, files, doc):
     by_url = reader.post("/api/compare", json={"a": files.url("cat.jpg"), "b": files.url("cat.jpg")}).json()
     assert by_url["relation"] == "duplicate" and by_url["score"] == 100
     assert_error(reader.post("/api/compare", files={"a": ("a.jpg", original)}), 400, "bad_input")
+    # two star fields whose pHashes (turned) and picture regions are close, but not their PDQs
+    stars = {k: (POOL / f"distractors/stellarium__{k}.jpg").read_bytes() for k in ("m5", "m63-vasey")}
+    apart = reader.post("/api/compare", files={"a": ("m5.jpg", stars["m5"]), "b": ("m63.jpg", stars["m63-vasey"])})
+    assert apart.json()["related"] is False, apart.text
 
 
 # --- stats, health, metrics ------------------------------------------------------------------------------
