@@ -99,14 +99,10 @@ def test_ingest_reports_bad_files_with_exit_status_1(database_url, tmp_path):
 
 def test_hash_and_search_by_url_from_a_loopback_server(folder, database_url, tmp_path):
     """URLs go through the safe fetcher: refused on loopback by default, fetched when allowed."""
-    import functools
-    import http.server
-    import threading
+    from webserver import FileServer
 
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/skimage__chelsea.jpg"
+    server = FileServer(folder)
+    url = server.url("skimage__chelsea.jpg")
     assert run("ingest", str(folder)).returncode == 0  # stored already if the tests above ran
     try:
         refused = run("hash", "--json", url)
@@ -120,7 +116,7 @@ def test_hash_and_search_by_url_from_a_loopback_server(folder, database_url, tmp
         finally:
             del os.environ["IMGSEARCH_ALLOW_PRIVATE_URLS"]
     finally:
-        server.shutdown()
+        server.stop()
     assert hashed.returncode == 0 and json.loads(hashed.stdout)["file"] == url
     assert searched.returncode == 0, searched.stderr
     best = json.loads(searched.stdout)["matches"][0]

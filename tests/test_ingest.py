@@ -4,9 +4,7 @@ globs, dry runs and exit statuses. Real PostgreSQL, real images, the CLI as a su
 from __future__ import annotations
 
 import fcntl
-import functools
 import hashlib
-import http.server
 import json
 import os
 import shutil
@@ -22,6 +20,7 @@ import psycopg
 import pytest
 from helpers_ingest import PHOTOS, bad_images, cli, fresh_database, good_images, last_json, variants
 from psycopg.rows import dict_row
+from webserver import FileServer
 
 from engine import db
 
@@ -208,12 +207,9 @@ def web(tmp_path):
     for p in PHOTOS[:3]:
         shutil.copy(p, root / p.name)
     (root / "page.jpg").write_text("<!DOCTYPE html><html><body>not an image</body></html>")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = FileServer(root)
     yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    server.stop()
 
 
 def test_a_url_list_goes_through_the_safe_fetcher(db_url, tmp_path, web):
