@@ -325,8 +325,8 @@ def parts_agree(q: QueryFingerprint, verdict: Verdict, details: dict, thumbnail:
     part: its PDQ in that turn if it is the whole query, else a PDQ of the part of its working
     image; the stored part: the stored PDQ if it is the whole image, else a PDQ of the part of
     its ``thumbnail`` (JPEG bytes). A part that cannot be seen (a query without pixels, made
-    from a stored fingerprint; no thumbnail; under MIN_PART_PX) leaves the hit as trusted as
-    before. Measured: docs/benchmarks.md, "What PDQ must confirm"."""
+    from a stored fingerprint; no thumbnail, or one that does not decode; under MIN_PART_PX)
+    leaves the hit as trusted as before. Measured: docs/benchmarks.md, "What PDQ must confirm"."""
     if not verdict.unconfirmed:
         return True
     working = Image.fromarray(q.working) if q.working is not None else None
@@ -340,8 +340,11 @@ def parts_agree(q: QueryFingerprint, verdict: Verdict, details: dict, thumbnail:
             spart = Hash.from_bitstring(details["pdq"])
         else:
             if thumb is None and thumbnail is not None:
-                with Image.open(io.BytesIO(thumbnail)) as opened:
-                    thumb = opened.convert("RGB")
+                try:
+                    with Image.open(io.BytesIO(thumbnail)) as opened:
+                        thumb = opened.convert("RGB")
+                except (OSError, ValueError):  # not a thumbnail we wrote: the part cannot be seen
+                    thumbnail = None
             spart = _part_pdq(thumb, sbox) if thumb is not None else None
         if qpart is None or spart is None or qpart - spart <= PDQ_CONFIRM_BITS:
             return True

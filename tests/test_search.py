@@ -166,6 +166,26 @@ def test_star_fields_that_hash_alike_do_not_match(conn, stored):
         delete(conn, other)
 
 
+def test_parts_agree_on_pdq_and_leave_unseen_parts_trusted():
+    """parts_agree on its own: the star pair's whole query against m63's picture region (the hit
+    the search found), with m63's real thumbnail, with none, and with bytes that are no image; and
+    against m5's own stored PDQ."""
+    other_fp = fingerprint(POOL / "distractors/stellarium__m63-vasey.jpg")
+    q = query_fingerprint(jpeg(rgb("distractors/stellarium__m5.jpg"), 75), name="query")
+    picture = next(r for r in other_fp.regions if r.kind == "picture")
+    turn = min(q.phash_variants, key=lambda v: q.phash_variants[v] - picture.hash)
+    qh = searchmod.QueryHash(0, "global", searchmod.FULL_BOX, turn, q.phash_variants[turn])
+    verdict = searchmod.Verdict(None, 85, 6, ("picture",), unconfirmed=((qh, "picture", picture.box, 6),))
+    details = {"pdq": other_fp.pdq.bitstring()}
+    assert not searchmod.parts_agree(q, verdict, details, other_fp.thumbnail)
+    assert searchmod.parts_agree(q, verdict, details, None)
+    assert searchmod.parts_agree(q, verdict, details, b"not a jpeg")
+    own = fingerprint(POOL / "distractors/stellarium__m5.jpg")  # against m5 itself, the parts agree
+    mine = searchmod.QueryHash(0, "global", searchmod.FULL_BOX, "identity", q.phash_variants["identity"])
+    verdict = searchmod.Verdict(None, 85, 6, ("picture",), unconfirmed=((mine, "global", searchmod.FULL_BOX, 0),))
+    assert searchmod.parts_agree(q, verdict, {"pdq": own.pdq.bitstring()}, own.thumbnail)
+
+
 def test_a_picture_found_inside_a_stored_collage_is_still_confirmed(conn, stored, monkeypatch):
     """The whole query on one picture region of a stored collage, with no keypoints to help: the
     region's verdict stands, its two parts agreeing by PDQ (the query's, the collage thumbnail's)."""
