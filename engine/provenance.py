@@ -109,6 +109,7 @@ def link_matches(conn: psycopg.Connection, q: QueryFingerprint, image_id: int) -
     fanout.require_complete(conn)
     judged = [(c, v) for c in ranked if c.image_id in details
               and (v := searchmod.judge(q, c, details[c.image_id])) is not None]
+    judged = searchmod.confirmed(conn, q, judged, details)
     explanations = mark_composites([v.explanation for _, v in judged])
     matches = []
     for (c, v), e in zip(judged, explanations, strict=True):

@@ -351,6 +351,18 @@ def parts_agree(q: QueryFingerprint, verdict: Verdict, details: dict, thumbnail:
     return False
 
 
+def confirmed(conn: psycopg.Connection, q: QueryFingerprint, judged: list[tuple[Candidate, Verdict]],
+              details: dict[int, dict]) -> list[tuple[Candidate, Verdict]]:
+    """The judged candidates whose verdicts stand: those resting on one region hit only if
+    :func:`parts_agree`, with the stored thumbnails read for them alone."""
+    pending = [cand.image_id for cand, v in judged if v.unconfirmed]
+    if not pending:
+        return judged
+    thumbnails = {r["id"]: bytes(r["thumbnail"])
+                  for r in conn.execute(query("thumbnails_by_id"), {"ids": pending}).fetchall()}
+    return [(c, v) for c, v in judged if parts_agree(q, v, details[c.image_id], thumbnails.get(c.image_id))]
+
+
 def search(conn: psycopg.Connection, q: QueryFingerprint, *, limit: int = 10, min_score: int = 0,
            radius: int = DEFAULT_RADIUS, stats: dict | None = None) -> list[Match]:
     """Verified, explained matches, best first. ``stats``, if given, receives seconds per stage
@@ -395,12 +407,7 @@ def search(conn: psycopg.Connection, q: QueryFingerprint, *, limit: int = 10, mi
         verdict = judge(q, cand, details[cand.image_id], guided, both_sides, checks.get(cand.image_id))
         if verdict is not None:
             judged.append((cand, verdict))
-    pending = [cand.image_id for cand, v in judged if v.unconfirmed]
-    if pending:  # single-region verdicts: their parts compared by PDQ, with the stored thumbnails
-        thumbnails = {r["id"]: bytes(r["thumbnail"])
-                      for r in conn.execute(query("thumbnails_by_id"), {"ids": pending}).fetchall()}
-        judged = [(c, v) for c, v in judged
-                  if parts_agree(q, v, details[c.image_id], thumbnails.get(c.image_id))]
+    judged = confirmed(conn, q, judged, details)
     lap("verify")
     explanations = mark_composites([v.explanation for _, v in judged])
     matches = []

@@ -135,6 +135,21 @@ def test_unrelated_photos_have_no_edges(conn, ids):
     assert tree["ancestors"] == [] and tree["descendants"] == []
 
 
+def test_star_fields_that_hash_alike_are_not_linked(conn, ids):
+    """Two star fields whose pHashes (turned) and picture regions are close, but not their PDQs:
+    linking them stores no edge either way (engine.search.confirmed, as in a search)."""
+    stars = Path(__file__).parent / "data" / "pool" / "distractors"
+    star_ids = [store(conn, fingerprint(stars / f"stellarium__{name}.jpg"), name).image_id
+                for name in ("m63-vasey", "m5")]
+    try:
+        for image_id in star_ids:
+            link(conn, image_id)
+        assert conn.execute(query("edges_among"), {"ids": star_ids}).fetchall() == []
+    finally:
+        for image_id in star_ids:
+            delete(conn, image_id)
+
+
 def test_lineage_nests_to_the_depth_asked(conn, ids):
     tree = lineage(conn, ids["cropcrop"], depth=1)
     assert tree["image"] == {"id": ids["cropcrop"], "uri": tree["image"]["uri"]}
