@@ -139,6 +139,8 @@ class LoopbackServer(http.server.ThreadingHTTPServer):
     block_on_close = False
 
     def __init__(self, host="127.0.0.1", tls: ssl.SSLContext | None = None):
+        if host not in ("127.0.0.1", "::1"):
+            raise ValueError(f"a loopback server binds 127.0.0.1 or ::1 only, not {host!r}")
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__((host, 0), Handler)
         self.requests: list[tuple[str, dict]] = []
