@@ -148,15 +148,15 @@ def main() -> None:
         os.environ["IMGSEARCH_HOME"] = str(work / "home")
         server = EmbeddedServer(work / "home")
         os.environ["DATABASE_URL"] = server.ensure_running()
-    from engine import db, provenance
-    from engine.ingest import ingest
-    from engine.sources import Item
+    try:  # from here on the server is stopped whatever happens (an import that fails included)
+        from engine import db, provenance
+        from engine.ingest import ingest
+        from engine.sources import Item
 
-    if args.no_quality:
-        provenance.encoding_quality = lambda *a, **k: None
-    files = sorted(folder / name for name in truth)
-    random.Random(args.order_seed).shuffle(files)
-    try:
+        if args.no_quality:
+            provenance.encoding_quality = lambda *a, **k: None
+        files = sorted(folder / name for name in truth)
+        random.Random(args.order_seed).shuffle(files)
         with db.connect() as conn:
             t = time.perf_counter()
             ingested = ingest(conn, [Item(str(f.resolve())) for f in files], workers=args.workers)
