@@ -330,7 +330,7 @@ def parts_agree(q: QueryFingerprint, verdict: Verdict, details: dict, thumbnail:
     if not verdict.unconfirmed:
         return True
     working = Image.fromarray(q.working) if q.working is not None else None
-    thumb = None
+    thumb = _decoded(thumbnail) if any(skind != "global" for _, skind, _, _ in verdict.unconfirmed) else None
     for qh, skind, sbox, _ in verdict.unconfirmed:
         if qh.kind == "global":
             qpart = q.pdq_variants.get(qh.variant)
@@ -339,16 +339,21 @@ def parts_agree(q: QueryFingerprint, verdict: Verdict, details: dict, thumbnail:
         if skind == "global":
             spart = Hash.from_bitstring(details["pdq"])
         else:
-            if thumb is None and thumbnail is not None:
-                try:
-                    with Image.open(io.BytesIO(thumbnail)) as opened:
-                        thumb = opened.convert("RGB")
-                except (OSError, ValueError):  # not a thumbnail we wrote: the part cannot be seen
-                    thumbnail = None
             spart = _part_pdq(thumb, sbox) if thumb is not None else None
         if qpart is None or spart is None or qpart - spart <= PDQ_CONFIRM_BITS:
             return True
     return False
+
+
+def _decoded(thumbnail: bytes | None) -> Image.Image | None:
+    """A stored thumbnail as RGB; None without one, or for bytes that are not an image we wrote."""
+    if thumbnail is None:
+        return None
+    try:
+        with Image.open(io.BytesIO(thumbnail)) as opened:
+            return opened.convert("RGB")
+    except (OSError, ValueError):
+        return None
 
 
 def confirmed(conn: psycopg.Connection, q: QueryFingerprint, judged: list[tuple[Candidate, Verdict]],
