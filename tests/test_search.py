@@ -146,13 +146,19 @@ def test_unrelated_photos_match_nothing(conn, stored):
         assert find(conn, (POOL / rel).read_bytes()) == [], rel
 
 
-def test_star_fields_that_hash_alike_do_not_match(conn, stored):
-    """Star fields (a bright round blob on black) hash alike: m5's pHash, turned, is within 4 bits of
-    m63's, and within 6 of the picture region around m63's blob, while their PDQs are far apart.
-    The old rules took the close pHash for a copy, then (PDQ asked of copies only) two turns of m5
-    on that one region for two regions that agree."""
-    other_fp = fingerprint(POOL / "distractors/stellarium__m63-vasey.jpg")
+@pytest.fixture(scope="module")
+def star_pair():
+    """Two star fields (a bright round blob on black): m5 re-encoded as a query, m63's fingerprint."""
     q = query_fingerprint(jpeg(rgb("distractors/stellarium__m5.jpg"), 75), name="query")
+    return q, fingerprint(POOL / "distractors/stellarium__m63-vasey.jpg")
+
+
+def test_star_fields_that_hash_alike_do_not_match(conn, stored, star_pair):
+    """Star fields hash alike: m5's pHash, turned, is within 4 bits of m63's, and within 6 of the
+    picture region around m63's blob, while their PDQs are far apart. The old rules took the close
+    pHash for a copy, then (PDQ asked of copies only) two turns of m5 on that one region for two
+    regions that agree."""
+    q, other_fp = star_pair
     turn = min(q.phash_variants, key=lambda v: q.phash_variants[v] - other_fp.phash)
     assert q.phash_variants[turn] - other_fp.phash <= 4  # the premise: a close pHash ...
     assert q.pdq_variants[turn] - other_fp.pdq > searchmod.PDQ_CONFIRM_BITS  # ... that PDQ contradicts
@@ -166,12 +172,11 @@ def test_star_fields_that_hash_alike_do_not_match(conn, stored):
         delete(conn, other)
 
 
-def test_parts_agree_on_pdq_and_leave_unseen_parts_trusted():
+def test_parts_agree_on_pdq_and_leave_unseen_parts_trusted(star_pair):
     """parts_agree on its own: the star pair's whole query against m63's picture region (the hit
     the search found), with m63's real thumbnail, with none, and with bytes that are no image; and
     against m5's own stored PDQ."""
-    other_fp = fingerprint(POOL / "distractors/stellarium__m63-vasey.jpg")
-    q = query_fingerprint(jpeg(rgb("distractors/stellarium__m5.jpg"), 75), name="query")
+    q, other_fp = star_pair
     picture = next(r for r in other_fp.regions if r.kind == "picture")
     turn = min(q.phash_variants, key=lambda v: q.phash_variants[v] - picture.hash)
     qh = searchmod.QueryHash(0, "global", searchmod.FULL_BOX, turn, q.phash_variants[turn])
