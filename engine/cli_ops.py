@@ -39,6 +39,9 @@ def _ingest_arguments(p: argparse.ArgumentParser) -> None:
                    help="in folders, take only files matching (default: image suffixes)")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="in folders, skip files and folders")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--batch-size", type=_positive, default=None, metavar="N",
+                   help="images a batch transaction stores at most (default 64; a batch is also written once "
+                        "its first image is a second old)")
     p.add_argument("--errors", metavar="FILE", help="write each failed input as a JSON line to FILE")
     p.add_argument("--recheck", action="store_true",
                    help="read inputs whose URI is recorded already too (default: skip them)")
@@ -46,6 +49,13 @@ def _ingest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-link", action="store_true",
                    help="skip provenance linking of the new images (later: imgsearch relink --pending)")
     json_flag(p, "print a machine-readable summary (and no progress bar)")
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
 
 
 def _summary_text(obj: dict) -> str:
@@ -63,7 +73,7 @@ def _summary_text(obj: dict) -> str:
 
 @command("ingest", "store images from files, folders, URL lists, CSV exports and stdin", _ingest_arguments)
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from .ingest import ingest, plan
+    from .ingest import BATCH_IMAGES, ingest, plan
     from .provenance import link_pending
     from .sources import collect
 
@@ -101,7 +111,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
                 bar = tqdm(total=len(listing.items), unit="img", file=sys.stderr, smoothing=0.1)
             summary = ingest(conn, listing.items, workers=args.workers, recheck=args.recheck,
-                             progress=bar.update if bar else None, on_error=on_error)
+                             progress=bar.update if bar else None, on_error=on_error,
+                             batch_images=args.batch_size or BATCH_IMAGES)
             if bar:
                 bar.close()
                 bar = None

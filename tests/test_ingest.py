@@ -153,7 +153,10 @@ def kill_run(proc: subprocess.Popen) -> list[int]:
 def test_kill_9_in_the_middle_then_a_rerun_stores_every_image_exactly_once(db_url, tmp_path):
     files = variants(tmp_path / "many", 64)
     shutil.copy(files[0], tmp_path / "many" / "same_bytes.jpg")  # a duplicate in the mix
-    args = [sys.executable, "-m", "engine.cli", "ingest", "--json", "--workers", "2", str(tmp_path / "many")]
+    # batches of 4: on a fast machine two workers fingerprint a whole default batch (64) in well
+    # under a second, and the run ended inside the first commit before it could be killed
+    args = [sys.executable, "-m", "engine.cli", "ingest", "--json", "--workers", "2", "--batch-size", "4",
+            str(tmp_path / "many")]
     stored_before = []
     for at_least in (4, 20):  # killed twice, at different points
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -198,6 +201,7 @@ def test_exit_statuses(db_url, tmp_path):
     no_uri_column = cli("ingest", "--csv", str(tmp_path / "export.csv"))
     assert no_uri_column.returncode == 2 and "uri" in no_uri_column.stderr
     assert cli("ingest").returncode == 2
+    assert cli("ingest", "--batch-size", "0", str(tmp_path)).returncode == 2
 
 
 @pytest.fixture
@@ -309,14 +313,12 @@ def worker_pids(pid: int) -> list[int]:
 def test_a_worker_killed_mid_run_costs_a_retry_not_an_image(db_url, tmp_path):
     files = variants(tmp_path / "imgs", 48)
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "ingest", "--json", "--workers", "2",
-                             str(tmp_path / "imgs")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ), start_new_session=True)
+                             "--batch-size", "4", str(tmp_path / "imgs")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ), start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while not (victims := worker_pids(proc.pid)) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
+        wait_for_images(db_url, 4, proc)  # the workers are at work: a batch is stored, most inputs are not
+        victims = worker_pids(proc.pid)
         assert victims, "no worker process found"
-        time.sleep(1.0)  # at work on its inputs by now
         os.kill(victims[0], signal.SIGKILL)
         out, err = proc.communicate(timeout=300)
     finally:
