@@ -163,6 +163,7 @@ def main() -> None:  # noqa: C901 -- one linear measurement script
         with Pool(args.workers, _init, (opts,)) as pool:
             done = pool.map(_extract, jobs, chunksize=4)
         if cache:
+            cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_bytes(pickle.dumps(done))
     print(f"extracted {len(jobs)} images in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     stored = [K.from_bytes(d[0][0]) for d in done[: len(index)]]
