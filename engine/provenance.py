@@ -27,7 +27,6 @@ from . import fanout, hashes, pdq
 from . import keypoints as kpmod
 from . import search as searchmod
 from .errors import NotFoundError
-from .explain import mark_composites
 from .fingerprint import QueryFingerprint
 from .model import Fingerprint, Hash, Match, Region
 from .queries import query
@@ -109,17 +108,7 @@ def link_matches(conn: psycopg.Connection, q: QueryFingerprint, image_id: int) -
     fanout.require_complete(conn)
     judged = [(c, v) for c in ranked if c.image_id in details
               and (v := searchmod.judge(q, c, details[c.image_id])) is not None]
-    judged = searchmod.confirmed(conn, q, judged, details)
-    explanations = mark_composites([v.explanation for _, v in judged])
-    matches = []
-    for (c, v), e in zip(judged, explanations, strict=True):
-        d = details[c.image_id]
-        uris = tuple(d["uris"] or ())
-        matches.append(Match(id=c.image_id, uri=uris[0] if uris else None, uris=uris, score=v.score,
-                             relation=e.relation, distance=v.distance, query_box=e.query_box,
-                             target_box=e.target_box, mirrored=e.mirrored, rotated=e.rotated, evidence=v.evidence,
-                             inliers=v.inliers, width=d["width"], height=d["height"]))
-    return matches
+    return searchmod.matches_of(searchmod.confirmed(conn, q, judged, details), details)
 
 
 def find_edges(conn: psycopg.Connection, me: ImageInfo, q: QueryFingerprint, matches: list[Match],

@@ -292,15 +292,20 @@ def judge(q: QueryFingerprint, cand: Candidate, details: dict, guided: list[int]
         sims = [from_boxes(_px(qh.box, qsize), _px(sbox, ssize)) for qh, _, sbox, _ in pairs]
         sim, n = _agreeing(sims, ssize)
         bits = min(h[3] for h in region_hits)
-        trusted = [h for h in region_hits
-                   if h[3] <= REGION_TRUSTED_BITS.get(h[0].kind if h[0].kind != "global" else h[1], -1)]
+        trusted = [h for h in region_hits if h[3] <= REGION_TRUSTED_BITS.get(_region_kind(h), -1)]
         if n >= 2 or trusted:
             e = explain(qsize, ssize, sim)
-            kinds = tuple(sorted({h[1] if h[0].kind == "global" else h[0].kind for h in region_hits}))
+            kinds = tuple(sorted({_region_kind(h) for h in region_hits}))
             unchecked = n >= 2 or any(not _part_check_needed(h) for h in trusted)
             return Verdict(e, score(distance_bits=bits, agreeing_regions=n), bits, kinds,
                            unconfirmed=() if unchecked else tuple(trusted))
     return None
+
+
+def _region_kind(hit) -> str:
+    """The kind of region a region hit is about: the query's, or the stored region's when the
+    whole query (its global hash) matched a stored region."""
+    return hit[1] if hit[0].kind == "global" else hit[0].kind
 
 
 def _part_check_needed(hit) -> bool:
@@ -414,6 +419,14 @@ def search(conn: psycopg.Connection, q: QueryFingerprint, *, limit: int = 10, mi
             judged.append((cand, verdict))
     judged = confirmed(conn, q, judged, details)
     lap("verify")
+    matches = [m for m in matches_of(judged, details) if m.score >= min_score]
+    matches.sort(key=lambda m: (-m.score, m.id))
+    return matches[:limit]
+
+
+def matches_of(judged: list[tuple[Candidate, Verdict]], details: dict) -> list[Match]:
+    """Confirmed verdicts as matches, in the order given (a stored image whose picture sits in one
+    part of the query is a 'composite' part when another one sits in a different part)."""
     explanations = mark_composites([v.explanation for _, v in judged])
     matches = []
     for (cand, v), e in zip(judged, explanations, strict=True):
@@ -424,6 +437,4 @@ def search(conn: psycopg.Connection, q: QueryFingerprint, *, limit: int = 10, mi
             distance=v.distance, query_box=e.query_box, target_box=e.target_box, mirrored=e.mirrored,
             rotated=e.rotated, evidence=v.evidence, inliers=v.inliers, width=d["width"], height=d["height"],
         ))
-    matches = [m for m in matches if m.score >= min_score]
-    matches.sort(key=lambda m: (-m.score, m.id))
-    return matches[:limit]
+    return matches
