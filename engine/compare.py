@@ -27,8 +27,8 @@ from .search import (
     REGION_RADIUS,
     Candidate,
     _compatible,
+    confirm_parts,
     judge,
-    parts_agree,
     query_hashes,
 )
 
@@ -76,7 +76,9 @@ def compare(a: QueryFingerprint, b: Fingerprint, radius: int = DEFAULT_RADIUS) -
     details = {"width": b.width, "height": b.height, "pdq": b.pdq.bitstring(),
                "keypoints": kpmod.to_bytes(b.keypoints) if b.keypoints is not None and len(b.keypoints) else None}
     verdict = judge(a, cand, details)
-    if verdict is None or not parts_agree(a, verdict, details, b.thumbnail):
+    if verdict is not None:
+        verdict = confirm_parts(a, verdict, details, b.thumbnail)
+    if verdict is None:
         return Comparison(False)
     e = mark_composites([verdict.explanation])[0]
     return Comparison(True, verdict.score, e.relation, e.mirrored, e.rotated, verdict.distance, verdict.inliers,

@@ -46,10 +46,11 @@ KIND_RADIUS = {"shape": 8, "cutout": 8}
 PDQ_CONFIRM_BITS = 56
 # A single textured face/picture region this close is proof enough (bench/regions.py: no wrong
 # image within 6 bits of any query region on the corpus); silhouettes need a second agreeing hit
-# unless (nearly) identical. Unless both are faces, the two parts such a region matches must also
-# agree by PDQ (parts_agree): star fields' picture regions hash alike as their whole images do.
+# unless (nearly) identical. Unless both are faces or silhouettes, the two parts a region hit
+# matches must also agree by PDQ, or the hit does not count (confirm_parts): star fields' picture
+# regions hash alike as their whole images do.
 REGION_TRUSTED_BITS = {"face": 6, "picture": 6, "shape": 2, "cutout": 2}
-MIN_PART_PX = 16  # parts_agree: smaller parts (of the stored thumbnail, say) are not checked
+MIN_PART_PX = 16  # confirm_parts: smaller parts (of the stored thumbnail, say) are not checked
 WORD_CANDIDATES = 20  # images with the best visual-word scores that are verified (bench/keypoints.py)
 MIN_WORD_SCORE = 1
 STOP_WORD_SHARE = 0.02  # words in more than this share of the images are skipped ...
@@ -183,9 +184,9 @@ class Verdict:
     distance: int | None
     evidence: tuple[str, ...]
     inliers: int | None = None
-    # the region hits a single-region verdict rests on, whose parts PDQ must still confirm
-    # (parts_agree, with the stored thumbnail); empty when nothing is left to check
-    unconfirmed: tuple = ()
+    # a verdict from region hashes: the region hits it was decided on, whose parts PDQ still
+    # looks at (confirm_parts, with the stored thumbnail); empty for other verdicts
+    regions: tuple = ()
 
 
 def _sides_to_verify(q: QueryFingerprint, cand: Candidate, both_sides: bool = False) -> list:
@@ -250,8 +251,8 @@ def judge(q: QueryFingerprint, cand: Candidate, details: dict, guided: list[int]
     ``guided``: a one-item counter of the guided verifications left for this query (none if None);
     ``both_sides``: verify a word-only candidate on the plain and the mirrored keypoints;
     ``checks``: ``feature_checks`` done already (they are done here otherwise). A verdict that
-    rests on one region hit carries it in ``unconfirmed``: the caller, which can read the stored
-    thumbnail, still checks it with :func:`parts_agree`."""
+    rests on region hashes carries their hits in ``regions``: the caller, which can read the stored
+    thumbnail, still checks it with :func:`confirm_parts`."""
     qsize = (q.fp.width, q.fp.height)
     ssize = (details["width"], details["height"])
     copy = _copy_verdict(q, cand, details)
@@ -284,22 +285,27 @@ def judge(q: QueryFingerprint, cand: Candidate, details: dict, guided: list[int]
                            ("keypoints", *kinds), v.inliers)
 
     # 3. region hashes that agree on one geometry, or one close textured region
-    region_hits = [h for h in cand.hash_hits if not (h[0].kind == "global" and h[1] == "global")]
-    if region_hits:
-        # one hit per pair of regions (the closest): the whole query's 8 turns are one region, and
-        # two of its turns on one stored region are not two regions that agree
-        pairs = list({(h[0].kind, h[0].box, h[1], h[2]): h for h in sorted(region_hits, key=lambda h: -h[3])}.values())
-        sims = [from_boxes(_px(qh.box, qsize), _px(sbox, ssize)) for qh, _, sbox, _ in pairs]
-        sim, n = _agreeing(sims, ssize)
-        bits = min(h[3] for h in region_hits)
-        trusted = [h for h in region_hits if h[3] <= REGION_TRUSTED_BITS.get(_region_kind(h), -1)]
-        if n >= 2 or trusted:
-            e = explain(qsize, ssize, sim)
-            kinds = tuple(sorted({_region_kind(h) for h in region_hits}))
-            unchecked = n >= 2 or any(not _part_check_needed(h) for h in trusted)
-            return Verdict(e, score(distance_bits=bits, agreeing_regions=n), bits, kinds,
-                           unconfirmed=() if unchecked else tuple(trusted))
-    return None
+    return region_verdict([h for h in cand.hash_hits if not (h[0].kind == "global" and h[1] == "global")],
+                          qsize, ssize)
+
+
+def region_verdict(region_hits: list, qsize: tuple[int, int], ssize: tuple[int, int]) -> Verdict | None:
+    """Region hits (query hash, stored kind, stored box, bits) that show one relation: two or more
+    that agree on one geometry, or one close enough to be trusted alone; None otherwise."""
+    if not region_hits:
+        return None
+    # one hit per pair of regions (the closest): the whole query's 8 turns are one region, and
+    # two of its turns on one stored region are not two regions that agree
+    pairs = list({(h[0].kind, h[0].box, h[1], h[2]): h for h in sorted(region_hits, key=lambda h: -h[3])}.values())
+    sims = [from_boxes(_px(qh.box, qsize), _px(sbox, ssize)) for qh, _, sbox, _ in pairs]
+    sim, n = _agreeing(sims, ssize)
+    trusted = [h for h in region_hits if h[3] <= REGION_TRUSTED_BITS.get(_region_kind(h), -1)]
+    if n < 2 and not trusted:
+        return None
+    bits = min(h[3] for h in region_hits)
+    kinds = tuple(sorted({_region_kind(h) for h in region_hits}))
+    return Verdict(explain(qsize, ssize, sim), score(distance_bits=bits, agreeing_regions=n), bits, kinds,
+                   regions=tuple(region_hits))
 
 
 def _region_kind(hit) -> str:
@@ -324,19 +330,25 @@ def _part_pdq(pixels: Image.Image, box: Box) -> Hash | None:
     return pdq.pdq_hash(pixels.crop((x0, y0, x1, y1)))[0]
 
 
-def parts_agree(q: QueryFingerprint, verdict: Verdict, details: dict, thumbnail: bytes | None) -> bool:
-    """Whether a verdict resting on one region hit (``verdict.unconfirmed``) is confirmed: the two
-    parts that hit matches have PDQs within PDQ_CONFIRM_BITS, for one of the hits. The query's
-    part: its PDQ in that turn if it is the whole query, else a PDQ of the part of its working
-    image; the stored part: the stored PDQ if it is the whole image, else a PDQ of the part of
-    its ``thumbnail`` (JPEG bytes). A part that cannot be seen (a query without pixels, made
-    from a stored fingerprint; no thumbnail, or one that does not decode; under MIN_PART_PX)
-    leaves the hit as trusted as before. Measured: docs/benchmarks.md, "What PDQ must confirm"."""
-    if not verdict.unconfirmed:
-        return True
+def confirm_parts(q: QueryFingerprint, verdict: Verdict, details: dict, thumbnail: bytes | None) -> Verdict | None:
+    """The verdict that stands once PDQ has looked at the parts its region hits match (None: none).
+
+    A region hit (not two faces, not silhouettes: :func:`_part_check_needed`) whose two parts both
+    have PDQs more than PDQ_CONFIRM_BITS apart does not count, and the verdict is decided again on
+    the other hits (:func:`region_verdict`). The query's part: its PDQ in that turn if it is the
+    whole query, else a PDQ of the part of its working image; the stored part: the stored PDQ if it
+    is the whole image, else a PDQ of the part of its ``thumbnail`` (JPEG bytes). A part that
+    cannot be seen (a query without pixels, made from a stored fingerprint; no thumbnail, or one
+    that does not decode; under MIN_PART_PX) leaves its hit counting. Measured: docs/benchmarks.md,
+    "What PDQ must confirm"."""
+    checked = [h for h in verdict.regions if _part_check_needed(h)]
+    if not checked:
+        return verdict
     working = Image.fromarray(q.working) if q.working is not None else None
-    thumb = _decoded(thumbnail) if any(skind != "global" for _, skind, _, _ in verdict.unconfirmed) else None
-    for qh, skind, sbox, _ in verdict.unconfirmed:
+    thumb = _decoded(thumbnail) if any(skind != "global" for _, skind, _, _ in checked) else None
+    failed = []
+    for hit in checked:
+        qh, skind, sbox, _ = hit
         if qh.kind == "global":
             qpart = q.pdq_variants.get(qh.variant)
         else:
@@ -345,9 +357,12 @@ def parts_agree(q: QueryFingerprint, verdict: Verdict, details: dict, thumbnail:
             spart = Hash.from_bitstring(details["pdq"])
         else:
             spart = _part_pdq(thumb, sbox) if thumb is not None else None
-        if qpart is None or spart is None or qpart - spart <= PDQ_CONFIRM_BITS:
-            return True
-    return False
+        if qpart is not None and spart is not None and qpart - spart > PDQ_CONFIRM_BITS:
+            failed.append(hit)
+    if not failed:
+        return verdict
+    return region_verdict([h for h in verdict.regions if h not in failed], (q.fp.width, q.fp.height),
+                          (details["width"], details["height"]))
 
 
 def _decoded(thumbnail: bytes | None) -> Image.Image | None:
@@ -363,14 +378,20 @@ def _decoded(thumbnail: bytes | None) -> Image.Image | None:
 
 def confirmed(conn: psycopg.Connection, q: QueryFingerprint, judged: list[tuple[Candidate, Verdict]],
               details: dict[int, dict]) -> list[tuple[Candidate, Verdict]]:
-    """The judged candidates whose verdicts stand: those resting on one region hit only if
-    :func:`parts_agree`, with the stored thumbnails read for them alone."""
-    pending = [cand.image_id for cand, v in judged if v.unconfirmed]
+    """The judged candidates whose verdicts stand, as they stand: those resting on region hashes
+    as :func:`confirm_parts` leaves them, with the stored thumbnails read for them alone."""
+    pending = [cand.image_id for cand, v in judged if any(_part_check_needed(h) for h in v.regions)]
     if not pending:
         return judged
     thumbnails = {r["id"]: bytes(r["thumbnail"])
                   for r in conn.execute(query("thumbnails_by_id"), {"ids": pending}).fetchall()}
-    return [(c, v) for c, v in judged if parts_agree(q, v, details[c.image_id], thumbnails.get(c.image_id))]
+    out = []
+    for cand, v in judged:
+        if v.regions:
+            v = confirm_parts(q, v, details[cand.image_id], thumbnails.get(cand.image_id))
+        if v is not None:
+            out.append((cand, v))
+    return out
 
 
 def search(conn: psycopg.Connection, q: QueryFingerprint, *, limit: int = 10, min_score: int = 0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from engine import db
 from engine import search as searchmod
+from engine.compare import hash_hits
 from engine.fingerprint import fingerprint, query_fingerprint
 from engine.search import search
 from engine.store import delete, store
@@ -172,23 +174,46 @@ def test_star_fields_that_hash_alike_do_not_match(conn, stored, star_pair):
         delete(conn, other)
 
 
-def test_parts_agree_on_pdq_and_leave_unseen_parts_trusted(star_pair):
-    """parts_agree on its own: the star pair's whole query against m63's picture region (the hit
+def test_confirm_parts_on_pdq_and_leave_unseen_parts_counting(star_pair):
+    """confirm_parts on its own: the star pair's whole query against m63's picture region (the hit
     the search found), with m63's real thumbnail, with none, and with bytes that are no image; and
     against m5's own stored PDQ."""
     q, other_fp = star_pair
     picture = next(r for r in other_fp.regions if r.kind == "picture")
     turn = min(q.phash_variants, key=lambda v: q.phash_variants[v] - picture.hash)
     qh = searchmod.QueryHash(0, "global", searchmod.FULL_BOX, turn, q.phash_variants[turn])
-    verdict = searchmod.Verdict(None, 85, 6, ("picture",), unconfirmed=((qh, "picture", picture.box, 6),))
-    details = {"pdq": other_fp.pdq.bitstring()}
-    assert not searchmod.parts_agree(q, verdict, details, other_fp.thumbnail)
-    assert searchmod.parts_agree(q, verdict, details, None)
-    assert searchmod.parts_agree(q, verdict, details, b"not a jpeg")
+    verdict = searchmod.Verdict(None, 85, 6, ("picture",), regions=((qh, "picture", picture.box, 6),))
+    details = {"pdq": other_fp.pdq.bitstring(), "width": other_fp.width, "height": other_fp.height}
+    assert searchmod.confirm_parts(q, verdict, details, other_fp.thumbnail) is None
+    assert searchmod.confirm_parts(q, verdict, details, None) is verdict
+    assert searchmod.confirm_parts(q, verdict, details, b"not a jpeg") is verdict
     own = fingerprint(POOL / "distractors/stellarium__m5.jpg")  # against m5 itself, the parts agree
     mine = searchmod.QueryHash(0, "global", searchmod.FULL_BOX, "identity", q.phash_variants["identity"])
-    verdict = searchmod.Verdict(None, 85, 6, ("picture",), unconfirmed=((mine, "global", searchmod.FULL_BOX, 0),))
-    assert searchmod.parts_agree(q, verdict, {"pdq": own.pdq.bitstring()}, own.thumbnail)
+    verdict = searchmod.Verdict(None, 85, 6, ("picture",), regions=((mine, "global", searchmod.FULL_BOX, 0),))
+    assert searchmod.confirm_parts(q, verdict, {"pdq": own.pdq.bitstring()}, own.thumbnail) is verdict
+
+
+def test_agreeing_regions_count_only_where_pdq_does_not_contradict_them(conn, stored):
+    """m101 (re-encoded) against n5033, two star fields: a cut-out and picture regions agree on one
+    geometry, so the regions alone made a match; the picture hits' parts are 88-94 PDQ bits apart.
+    Without them the cut-out (4 bits) is no match alone. A close cut-out would be."""
+    q = query_fingerprint(jpeg(rgb("distractors/stellarium__m101-vasey.jpg"), 75), name="query")
+    other_fp = fingerprint(POOL / "distractors/stellarium__n5033-vasey.jpg")
+    cand = hash_hits(q, other_fp)
+    details = {"width": other_fp.width, "height": other_fp.height, "pdq": other_fp.pdq.bitstring(), "keypoints": None}
+    verdict = searchmod.judge(q, cand, details)
+    assert verdict is not None and set(verdict.evidence) == {"cutout", "picture"}  # the premise
+    assert searchmod.confirm_parts(q, verdict, details, other_fp.thumbnail) is None
+    cutout = next(h for h in verdict.regions if h[1] == "cutout")
+    pictures = [h for h in verdict.regions if h[1] == "picture" or h[0].kind == "picture"]
+    close = (cutout[0], cutout[1], cutout[2], 0)  # the same cut-out, were it identical: trusted alone
+    again = searchmod.confirm_parts(q, replace(verdict, regions=(close, *pictures)), details, other_fp.thumbnail)
+    assert again is not None and again.evidence == ("cutout",)
+    other = store(conn, other_fp, "n5033").image_id
+    try:
+        assert all(m.id != other for m in search(conn, q))
+    finally:
+        delete(conn, other)
 
 
 def test_a_picture_found_inside_a_stored_collage_is_still_confirmed(conn, stored, monkeypatch):
